@@ -1,0 +1,49 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "daxfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "daxfs", targets: ["daxfs"]),
+        .library(name: "FUSEServer", targets: ["FUSEServer"]),
+        .library(name: "PassthroughFS", targets: ["PassthroughFS"]),
+        .library(name: "DevFUSE", targets: ["DevFUSE"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // The only C: macro values, ioctl numbers and syscalls Glibc lacks.
+        .target(name: "CLinux"),
+        // Syscall wrappers, Errno, fd owners, threads: the one place that touches errno.
+        .target(name: "HostSystem", dependencies: ["CLinux"]),
+        // FUSE 7.45 wire format: opcodes, flags, structs, little-endian codec.
+        .target(name: "FUSEABI"),
+        // Session, INIT negotiation, request validation, dispatch, the FileSystem protocol.
+        .target(name: "FUSEServer", dependencies: [
+            "FUSEABI", "HostSystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // A host directory served through the FileSystem protocol.
+        .target(name: "PassthroughFS", dependencies: [
+            "FUSEServer", "HostSystem", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // /dev/fuse transport: mount(2), worker threads, passthrough backing ids.
+        .target(name: "DevFUSE", dependencies: [
+            "FUSEServer", "HostSystem", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "daxfs", dependencies: [
+            "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "FUSEABITests", dependencies: ["FUSEABI"]),
+        .testTarget(name: "FUSEServerTests", dependencies: ["FUSEServer", "FUSEABI", "HostSystem"]),
+        .testTarget(name: "MountTests", dependencies: ["HostSystem", "CLinux"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,70 @@
+// The only C in daxfs: what Swift cannot import from Glibc directly —
+// variadic syscalls, GNU-only calls, function-like macros and constants that
+// need _GNU_SOURCE. The header itself stays free of _GNU_SOURCE so its types
+// agree with Swift's Glibc module; shim.c defines it.
+#ifndef DAXFS_CLINUX_H
+#define DAXFS_CLINUX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <fcntl.h>
+
+// Linux x86_64/arm64 values (asm-generic), which Glibc hides without _GNU_SOURCE.
+static const int DAXFS_O_PATH = 010000000;
+static const int DAXFS_O_NOFOLLOW = 0400000;
+static const int DAXFS_O_DIRECTORY = 0200000;
+static const int DAXFS_O_CLOEXEC = 02000000;
+static const int DAXFS_O_DIRECT = 040000;
+static const int DAXFS_O_TMPFILE = 020200000;
+static const int DAXFS_O_NOATIME = 01000000;
+static const int DAXFS_AT_EMPTY_PATH = 0x1000;
+static const int DAXFS_AT_SYMLINK_NOFOLLOW = 0x100;
+static const int DAXFS_AT_REMOVEDIR = 0x200;
+static const int DAXFS_AT_FDCWD = -100;
+static const int DAXFS_SEEK_DATA = 3;
+static const int DAXFS_SEEK_HOLE = 4;
+static const int DAXFS_F_OFD_GETLK = 36;
+static const int DAXFS_F_OFD_SETLK = 37;
+static const int DAXFS_F_OFD_SETLKW = 38;
+static const unsigned int DAXFS_RENAME_NOREPLACE = 1;
+static const unsigned int DAXFS_RENAME_EXCHANGE = 2;
+static const unsigned int DAXFS_RENAME_WHITEOUT = 4;
+static const unsigned long DAXFS_MS_NOSUID = 2;
+static const unsigned long DAXFS_MS_NODEV = 4;
+static const int DAXFS_MNT_DETACH = 2;
+static const long DAXFS_UTIME_NOW = ((1l << 30) - 1l);
+static const long DAXFS_UTIME_OMIT = ((1l << 30) - 2l);
+
+/// FUSE device ioctls (include/uapi/linux/fuse.h, 7.40+).
+static const unsigned long DAXFS_FUSE_DEV_IOC_CLONE = 0x8004E500UL;
+static const unsigned long DAXFS_FUSE_DEV_IOC_BACKING_OPEN = 0x4010E501UL;
+static const unsigned long DAXFS_FUSE_DEV_IOC_BACKING_CLOSE = 0x4004E502UL;
+
+int daxfs_errno(void);
+void daxfs_set_errno(int value);
+int daxfs_openat(int dirfd, const char *path, int flags, unsigned int mode);
+int daxfs_ioctl_ptr(int fd, unsigned long request, void *arg);
+int daxfs_fcntl_int(int fd, int cmd, int arg);
+/// fcntl with a `struct flock` built from plain fields (F_OFD_* and classic).
+int daxfs_fcntl_lock(int fd, int cmd, short *type, short whence, int64_t *start, int64_t *len, int32_t *pid);
+int daxfs_renameat2(int olddir, const char *oldpath, int newdir, const char *newpath, unsigned int flags);
+long daxfs_getdents64(int fd, void *buffer, size_t size);
+ssize_t daxfs_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags);
+int daxfs_fallocate(int fd, int mode, int64_t offset, int64_t len);
+uint64_t daxfs_makedev(unsigned int major, unsigned int minor);
+unsigned int daxfs_major(uint64_t dev);
+unsigned int daxfs_minor(uint64_t dev);
+int daxfs_gettid(void);
+int daxfs_syncfs(int fd);
+int daxfs_set_thread_name(const char *name);
+/// Per-thread credentials: raw syscalls act on the calling thread only
+/// (glibc's wrappers broadcast to every thread of the process).
+long daxfs_thread_setresuid(unsigned int r, unsigned int e, unsigned int s);
+long daxfs_thread_setresgid(unsigned int r, unsigned int e, unsigned int s);
+int daxfs_setfsuid(unsigned int uid);
+int daxfs_setfsgid(unsigned int gid);
+/// Installs a do-nothing handler without SA_RESTART, so pthread_kill with
+/// `signo` makes a blocking call in that thread return EINTR.
+int daxfs_install_interrupt_signal(int signo);
+
+#endif

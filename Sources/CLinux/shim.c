@@ -1,0 +1,80 @@
+#define _GNU_SOURCE 1
+#include "CLinux.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+int daxfs_errno(void) { return errno; }
+void daxfs_set_errno(int value) { errno = value; }
+
+int daxfs_openat(int dirfd, const char *path, int flags, unsigned int mode) {
+    return openat(dirfd, path, flags, (mode_t)mode);
+}
+
+int daxfs_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+
+int daxfs_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+
+int daxfs_fcntl_lock(int fd, int cmd, short *type, short whence, int64_t *start, int64_t *len, int32_t *pid) {
+    struct flock lock;
+    memset(&lock, 0, sizeof lock);
+    lock.l_type = *type;
+    lock.l_whence = whence;
+    lock.l_start = *start;
+    lock.l_len = *len;
+    lock.l_pid = *pid;
+    int result = fcntl(fd, cmd, &lock);
+    *type = lock.l_type;
+    *start = lock.l_start;
+    *len = lock.l_len;
+    *pid = lock.l_pid;
+    return result;
+}
+
+int daxfs_renameat2(int olddir, const char *oldpath, int newdir, const char *newpath, unsigned int flags) {
+    return renameat2(olddir, oldpath, newdir, newpath, flags);
+}
+
+long daxfs_getdents64(int fd, void *buffer, size_t size) { return syscall(SYS_getdents64, fd, buffer, size); }
+
+ssize_t daxfs_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags) {
+    off_t in = (off_t)*off_in, out = (off_t)*off_out;
+    ssize_t result = copy_file_range(fd_in, &in, fd_out, &out, len, flags);
+    *off_in = in;
+    *off_out = out;
+    return result;
+}
+
+int daxfs_fallocate(int fd, int mode, int64_t offset, int64_t len) { return fallocate(fd, mode, offset, len); }
+
+uint64_t daxfs_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
+unsigned int daxfs_major(uint64_t dev) { return major(dev); }
+unsigned int daxfs_minor(uint64_t dev) { return minor(dev); }
+int daxfs_gettid(void) { return (int)syscall(SYS_gettid); }
+int daxfs_syncfs(int fd) { return syncfs(fd); }
+
+long daxfs_thread_setresuid(unsigned int r, unsigned int e, unsigned int s) { return syscall(SYS_setresuid, r, e, s); }
+long daxfs_thread_setresgid(unsigned int r, unsigned int e, unsigned int s) { return syscall(SYS_setresgid, r, e, s); }
+int daxfs_setfsuid(unsigned int uid) { return setfsuid(uid); }
+int daxfs_setfsgid(unsigned int gid) { return setfsgid(gid); }
+
+static void daxfs_interrupt_handler(int signo) { (void)signo; }
+
+int daxfs_install_interrupt_signal(int signo) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = daxfs_interrupt_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; // no SA_RESTART: blocking calls return EINTR
+    return sigaction(signo, &action, NULL);
+}
+
+#include <pthread.h>
+int daxfs_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
