@@ -43,6 +43,7 @@ let package = Package(
         ]),
         .testTarget(name: "FUSEABITests", dependencies: ["FUSEABI"]),
         .testTarget(name: "FUSEServerTests", dependencies: ["FUSEServer", "FUSEABI", "HostSystem"]),
+        .testTarget(name: "PassthroughFSTests", dependencies: ["PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "MountTests", dependencies: ["HostSystem", "CLinux"]),
     ],
     swiftLanguageModes: [.v6]

@@ -10,7 +10,7 @@ public struct DirectoryWriter: ~Copyable {
     public let isPlus: Bool
     public private(set) var count = 0
 
-    init(buffer: UnsafeMutableRawBufferPointer, limit: Int, plus: Bool) {
+    @_spi(Testing) public init(buffer: UnsafeMutableRawBufferPointer, limit: Int, plus: Bool) {
         writer = WireWriter(buffer)
         self.limit = min(limit, buffer.count)
         isPlus = plus

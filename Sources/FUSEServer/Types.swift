@@ -49,7 +49,7 @@ public struct FileName: @unchecked Sendable, CustomStringConvertible {
     public let bytes: UnsafeRawBufferPointer
 
     /// Checks the component rules; the caller guarantees a NUL right after `bytes`.
-    init?(validating bytes: UnsafeRawBufferPointer) {
+    public init?(validating bytes: UnsafeRawBufferPointer) {
         guard !bytes.isEmpty, !bytes.contains(UInt8(ascii: "/")) else { return nil }
         if bytes.count == 1 && bytes[0] == UInt8(ascii: ".") { return nil }
         if bytes.count == 2 && bytes[0] == UInt8(ascii: ".") && bytes[1] == UInt8(ascii: ".") { return nil }
@@ -69,6 +69,8 @@ public struct FileName: @unchecked Sendable, CustomStringConvertible {
 /// name). Same lifetime rule as `FileName`.
 public struct CStringArg: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
+    /// The caller guarantees a NUL right after `bytes`.
+    public init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
     public func withCString<R, E: Error>(_ body: (UnsafePointer<CChar>) throws(E) -> R) throws(E) -> R {
         try body(bytes.baseAddress!.assumingMemoryBound(to: CChar.self))
     }
