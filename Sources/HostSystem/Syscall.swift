@@ -37,3 +37,6 @@ public enum Syscall {
     @usableFromInline
     static func lastError() -> Errno { Errno.current }
 }
+
+/// The host page size; the corresponding C call is `sysconf(_SC_PAGESIZE)`.
+public func sysconfPageSize() -> Int { Int(sysconf(Int32(_SC_PAGESIZE))) }

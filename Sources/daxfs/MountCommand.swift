@@ -1,8 +1,145 @@
 import ArgumentParser
+import DevFUSE
+import FUSEServer
+import Glibc
+import HostSystem
+import Logging
+import PassthroughFS
 
 struct MountCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "mount", abstract: "Mount a host directory through /dev/fuse.")
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Share a host directory at a mountpoint through /dev/fuse (needs root).",
+        discussion: """
+            Runs in the foreground until the filesystem is unmounted (umount MOUNTPOINT) \
+            or daxfs gets SIGINT or SIGTERM; then it unmounts and exits 0. A busy mount is \
+            detached and served until its last user leaves; a second signal aborts it.
+            """)
+
     @Argument(help: "The host directory to share.") var sharedDir: String
-    @Argument(help: "Where to mount it.") var mountpoint: String
-    func run() throws {}
+    @Argument(help: "An existing directory to mount it on.") var mountpoint: String
+    @OptionGroup var common: ServeOptions
+    @Option(help: "Worker threads reading /dev/fuse (default: the number of CPUs).") var threads: Int?
+    @Flag(help: "Do not use kernel passthrough; every read and write goes through daxfs (default: passthrough on where the kernel offers it).")
+    var noPassthrough = false
+    @Flag(help: "Let users other than root use the mount (allow_other; default off).") var allowOther = false
+    @Flag(help: "Let the kernel check access from the mode bits before asking daxfs (default_permissions; default off).")
+    var defaultPermissions = false
+
+    func run() throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = common.logLevel.level
+            return handler
+        }
+        let logger = Logger(label: "daxfs")
+        try checkDirectory(sharedDir, role: "shared directory")
+        try checkDirectory(mountpoint, role: "mountpoint")
+
+        var fsOptions = PassthroughFS.Options()
+        fsOptions.cache = common.cache.mode
+        fsOptions.passthrough = !noPassthrough
+        fsOptions.xattr = !common.noXattr
+        let fileSystem: PassthroughFS
+        do {
+            fileSystem = try PassthroughFS(root: sharedDir, options: fsOptions)
+        } catch {
+            throw CLIError("cannot share \(sharedDir): \(error)")
+        }
+
+        var options = MountOptions()
+        if let threads {
+            guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+            options.threads = threads
+        }
+        options.passthrough = !noPassthrough
+        options.allowOther = allowOther
+        options.defaultPermissions = defaultPermissions
+        options.fsname = "daxfs:" + sharedDir
+
+        let mount: FUSEMount
+        do throws(MountError) {
+            mount = try FUSEMount(mountpoint: mountpoint, fileSystem: fileSystem, options: options, logger: logger)
+        } catch {
+            throw CLIError(error.description)
+        }
+        SignalWatcher.start(onFirst: { mount.unmount() }, onSecond: { mount.abort() })
+        logger.info("serving \(sharedDir) at \(mount.mountpoint)")
+        do throws(MountError) {
+            try mount.serve()
+        } catch {
+            throw CLIError(error.description)
+        }
+        logger.info("unmounted \(mount.mountpoint)")
+    }
+}
+
+/// Options every serving command shares.
+struct ServeOptions: ParsableArguments {
+    @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always (long timeouts, keep page cache; only when nothing else changes the directory), never (no caching; direct I/O). Default: auto.")
+    var cache: CacheOption = .auto
+    @Flag(help: "Answer extended-attribute requests with ENOTSUP (default: xattrs on).") var noXattr = false
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
+    var logLevel: LogLevelOption = .info
+}
+
+enum CacheOption: String, ExpressibleByArgument, CaseIterable {
+    case auto, always, never
+    var mode: PassthroughFS.CacheMode {
+        switch self {
+        case .auto: .auto
+        case .always: .always
+        case .never: .never
+        }
+    }
+}
+
+struct LogLevelOption: ExpressibleByArgument {
+    let level: Logger.Level
+    init?(argument: String) {
+        guard let level = Logger.Level(rawValue: argument) else { return nil }
+        self.level = level
+    }
+    init(_ level: Logger.Level) { self.level = level }
+    static let info = LogLevelOption(.info)
+    var defaultValueDescription: String { level.rawValue }
+}
+
+func checkDirectory(_ path: String, role: String) throws {
+    var info = stat()
+    do {
+        _ = try Syscall.call { stat(path, &info) }
+    } catch {
+        throw CLIError("\(role) \(path) does not exist or cannot be reached (\(error))")
+    }
+    guard info.st_mode & S_IFMT == S_IFDIR else { throw CLIError("\(role) \(path) is not a directory") }
+}
+
+/// Turns SIGINT/SIGTERM/SIGHUP into calls on a dedicated thread (sigwait),
+/// so no work happens in a signal handler.
+enum SignalWatcher {
+    static func start(onFirst: @escaping @Sendable () -> Void, onSecond: @escaping @Sendable () -> Void) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, signal) }
+        // Block in this thread before any worker starts, so every thread inherits the mask.
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        signal(SIGPIPE, SIG_IGN)
+        let waitSet = set
+        _ = try? OSThread(name: "daxfs-signals") {
+            var set = waitSet
+            var received: Int32 = 0
+            var count = 0
+            while sigwait(&set, &received) == 0 {
+                count += 1
+                if count == 1 { onFirst() } else { onSecond() }
+            }
+        }
+    }
+}
+
+/// A failure reported as "Error: <text>" with exit status 1.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

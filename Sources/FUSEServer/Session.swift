@@ -1,0 +1,303 @@
+import FUSEABI
+import HostSystem
+import Logging
+import Synchronization
+
+/// Settings of one FUSE connection that do not depend on the filesystem.
+public struct SessionOptions: Sendable {
+    /// Largest request in pages (`max_pages`, ≤ 256 = 1 MiB with 4 KiB pages).
+    public var maxPages: UInt16 = FUSEProtocol.maxMaxPages
+    /// `max_background`: requests the kernel keeps in flight for readahead and async I/O.
+    public var maxBackground: UInt16 = 64
+    /// `congestion_threshold`: the kernel reports congestion above this many background requests.
+    public var congestionThreshold: UInt16 = 48
+    /// log2 of the alignment SETUPMAPPING offsets need (FUSE_MAP_ALIGNMENT); nil = no DAX.
+    public var mapAlignmentLog2: UInt16? = nil
+    public init() {}
+}
+
+/// Bytes a transport must be able to read for one request, and the reply buffer size.
+public func requestBufferSize(for options: SessionOptions) -> Int {
+    Int(options.maxPages) * HostPage.size + 4096
+}
+
+public enum HostPage {
+    /// The host page size (`sysconf(_SC_PAGESIZE)`).
+    public static let size: Int = Syscall.pageSize
+}
+
+/// A per-thread buffer the session writes one reply into. The transport
+/// sends `bytes[0 ..< count]` as one message.
+public final class ReplyBuffer {
+    public let storage: UnsafeMutableRawBufferPointer
+    public init(capacity: Int) {
+        storage = .allocate(byteCount: max(capacity, FUSEProtocol.minReadBuffer), alignment: HostPage.size)
+        storage.initializeMemory(as: UInt8.self, repeating: 0)
+    }
+    deinit { storage.deallocate() }
+    var payloadCapacity: Int { storage.count - OutHeader.wireSize }
+    var payload: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: storage[OutHeader.wireSize...]) }
+}
+
+/// What `FUSESession.handle` produced.
+public struct ReplyOutcome: Sendable {
+    /// Bytes of the reply in the ReplyBuffer; 0 when the request has no reply.
+    public var length: Int
+    /// The node whose lookup count the reply hands to the kernel; if the reply
+    /// cannot be delivered, pass the outcome to `FUSESession.undeliverable`.
+    var entryNode: NodeID?
+    var entryNodes: Int = 0
+    static let none = ReplyOutcome(length: 0, entryNode: nil)
+}
+
+/// One FUSE connection's server side: INIT negotiation, request validation
+/// and the single dispatch point. Bytes in, bytes out: every transport
+/// (/dev/fuse, vhost-user, in-process) hands it whole request messages.
+/// `handle` is safe to call from many threads at once.
+public final class FUSESession: Sendable {
+    public let fileSystem: any FileSystem
+    public let options: SessionOptions
+    let logger: Logger
+    private let backing: (any BackingRegistry)?
+    private let sink: (any NotificationSink)?
+
+    private let negotiated = Atomic<UInt64>(0)
+    private let initialized = Atomic<Bool>(false)
+    private let destroyed = Atomic<Bool>(false)
+    private let state = Mutex(State())
+
+    struct State {
+        var connection: FUSEConnection?
+        /// Requests that can block, by unique id, so INTERRUPT can reach them.
+        var inFlight: [UInt64: InterruptFlag] = [:]
+        /// INTERRUPTs that arrived before their request registered (bounded).
+        var earlyInterrupts: [UInt64] = []
+    }
+
+    public init(fileSystem: any FileSystem, options: SessionOptions = SessionOptions(), logger: Logger = Logger(label: "daxfs.session"),
+                backing: (any BackingRegistry)? = nil, notifications: (any NotificationSink)? = nil) {
+        self.fileSystem = fileSystem
+        self.options = options
+        self.logger = logger
+        self.backing = backing
+        self.sink = notifications
+    }
+
+    /// The capabilities agreed at INIT (empty before).
+    public var capabilities: InitFlags { InitFlags(rawValue: negotiated.load(ordering: .relaxed)) }
+    public var isInitialized: Bool { initialized.load(ordering: .acquiring) }
+    public var isDestroyed: Bool { destroyed.load(ordering: .acquiring) }
+    /// The connection handed to the filesystem, after INIT.
+    public var connection: FUSEConnection? { state.withLock { $0.connection } }
+
+    /// The connection is gone (transport closed): release everything once.
+    public func end() {
+        if destroyed.exchange(true, ordering: .acquiringAndReleasing) { return }
+        if initialized.load(ordering: .acquiring) { fileSystem.destroy() }
+    }
+
+    /// A reply that carried an entry could not be delivered (the request was
+    /// interrupted): the kernel never got the reference, so drop it.
+    public func undeliverable(_ outcome: ReplyOutcome) {
+        if let node = outcome.entryNode, node.rawValue != 0 { fileSystem.forget(node, count: 1) }
+    }
+
+    /// Handles one request message and writes its reply into `reply`.
+    public func handle(_ message: UnsafeRawBufferPointer, reply: ReplyBuffer) -> ReplyOutcome {
+        var reader = WireReader(message)
+        guard message.count >= InHeader.wireSize, let header = try? reader.read(InHeader.self) else {
+            logger.warning("dropped a \(message.count)-byte message: shorter than fuse_in_header")
+            return .none
+        }
+        let opcode = FUSEOpcode(rawValue: header.opcode)
+        guard Int(header.len) == message.count else {
+            return malformed(header, opcode, "header says \(header.len) bytes, message has \(message.count)", reply)
+        }
+        let extBytes = Int(header.totalExtlen) * 8
+        guard extBytes <= reader.remaining else {
+            return malformed(header, opcode, "extensions of \(extBytes) bytes exceed the message", reply)
+        }
+        // Extensions (security context, supplementary groups) trail the arguments.
+        let argsEnd = message.count - extBytes
+        let args = UnsafeRawBufferPointer(rebasing: message[InHeader.wireSize ..< argsEnd])
+
+        if opcode == .`init` {
+            return handleInit(header, args, reply)
+        }
+        guard initialized.load(ordering: .acquiring) else {
+            if opcode == .forget || opcode == .batchForget || opcode == .interrupt { return .none }
+            logger.warning("\(opcode) (unique \(header.unique)) before INIT: EIO")
+            return error(header, .io, reply)
+        }
+        let context = RequestContext(unique: header.unique, uid: header.uid, gid: header.gid, pid: header.pid)
+        do throws(RequestFailure) {
+            return try dispatch(header, opcode, args, context, reply)
+        } catch {
+            switch error {
+            case .errno(let errno):
+                if opcode.hasNoReply { return .none }
+                return self.error(header, errno, reply)
+            case .malformed(let reason):
+                return malformed(header, opcode, reason, reply)
+            }
+        }
+    }
+
+    // MARK: Replies
+
+    func malformed(_ header: InHeader, _ opcode: FUSEOpcode, _ reason: String, _ reply: ReplyBuffer) -> ReplyOutcome {
+        logger.warning("malformed \(opcode) (unique \(header.unique)): \(reason)")
+        if opcode.hasNoReply { return .none }
+        return error(header, .invalidArgument, reply)
+    }
+
+    func error(_ header: InHeader, _ errno: Errno, _ reply: ReplyBuffer) -> ReplyOutcome {
+        var w = WireWriter(reply.storage)
+        w.write(OutHeader(len: UInt32(OutHeader.wireSize), error: -errno.rawValue, unique: header.unique))
+        return ReplyOutcome(length: OutHeader.wireSize, entryNode: nil)
+    }
+
+    /// Finishes a successful reply whose payload (`payloadLength` bytes) is already in place.
+    func success(_ header: InHeader, payloadLength: Int, _ reply: ReplyBuffer, entry: NodeID? = nil) -> ReplyOutcome {
+        let length = OutHeader.wireSize + payloadLength
+        var w = WireWriter(reply.storage)
+        w.write(OutHeader(len: UInt32(length), error: 0, unique: header.unique))
+        return ReplyOutcome(length: length, entryNode: entry)
+    }
+
+    func success<T: WireStruct>(_ header: InHeader, _ value: T, _ reply: ReplyBuffer, entry: NodeID? = nil) -> ReplyOutcome {
+        var w = WireWriter(reply.storage, position: OutHeader.wireSize)
+        w.write(value)
+        return success(header, payloadLength: T.wireSize, reply, entry: entry)
+    }
+
+    func success(_ header: InHeader, _ reply: ReplyBuffer) -> ReplyOutcome { success(header, payloadLength: 0, reply) }
+
+    // MARK: Interrupts
+
+    /// Runs `body` with an interrupt flag that FUSE_INTERRUPT for this request sets.
+    func interruptible<T>(_ context: RequestContext, _ body: (RequestContext) throws(Errno) -> T) throws(Errno) -> T {
+        let flag = InterruptFlag()
+        let early = state.withLock { state -> Bool in
+            if let index = state.earlyInterrupts.firstIndex(of: context.unique) {
+                state.earlyInterrupts.remove(at: index)
+                return true
+            }
+            state.inFlight[context.unique] = flag
+            return false
+        }
+        if early { throw .interrupted }
+        defer { _ = state.withLock { $0.inFlight.removeValue(forKey: context.unique) } }
+        var context = context
+        context.interrupt = flag
+        return try body(context)
+    }
+
+    func interrupt(unique: UInt64) {
+        state.withLock { state in
+            if let flag = state.inFlight[unique] {
+                flag.set()
+            } else {
+                // The target may not have registered yet, or it cannot block
+                // (then the entry ages out). Keep only a bounded number.
+                state.earlyInterrupts.append(unique)
+                if state.earlyInterrupts.count > 256 { state.earlyInterrupts.removeFirst(64) }
+            }
+        }
+    }
+
+    // MARK: INIT
+
+    func handleInit(_ header: InHeader, _ args: UnsafeRawBufferPointer, _ reply: ReplyBuffer) -> ReplyOutcome {
+        var r = WireReader(args)
+        guard let input = try? InitIn.decodeAny(&r) else {
+            return malformed(header, .`init`, "fuse_init_in of \(args.count) bytes", reply)
+        }
+        if initialized.load(ordering: .acquiring) {
+            logger.warning("second INIT (unique \(header.unique)): EIO")
+            return error(header, .io, reply)
+        }
+        if input.major < FUSEProtocol.major {
+            logger.error("kernel speaks FUSE \(input.major).\(input.minor); daxfs needs 7.\(FUSEProtocol.oldestMinor) or newer")
+            return error(header, .protocolError, reply)
+        }
+        if input.major > FUSEProtocol.major {
+            // Answer with our version only; the kernel retries INIT with major 7.
+            var out = InitOut()
+            out.major = FUSEProtocol.major
+            out.minor = FUSEProtocol.minor
+            return success(header, out, reply)
+        }
+        if input.minor < FUSEProtocol.oldestMinor {
+            logger.error("kernel speaks FUSE 7.\(input.minor); daxfs needs 7.\(FUSEProtocol.oldestMinor) or newer")
+            return error(header, .protocolError, reply)
+        }
+        let (out, agreed) = negotiate(input)
+        let connection = FUSEConnection(capabilities: agreed, kernelMinor: input.minor, maxWrite: out.maxWrite,
+                                        backing: agreed.contains(.passthrough) ? backing : nil, sink: sink)
+        do throws(Errno) {
+            try fileSystem.initialize(connection: connection)
+        } catch {
+            logger.error("filesystem refused the connection: \(error)")
+            return self.error(header, error, reply)
+        }
+        state.withLock { $0.connection = connection }
+        negotiated.store(agreed.rawValue, ordering: .relaxed)
+        initialized.store(true, ordering: .releasing)
+        logger.info("FUSE 7.\(out.minor) connected: max_write \(out.maxWrite), passthrough \(agreed.contains(.passthrough) ? "on" : "off")")
+        return success(header, out, reply)
+    }
+
+    /// The INIT reply: what both sides support, nothing more.
+    func negotiate(_ input: InitIn) -> (InitOut, InitFlags) {
+        var kernel = InitFlags(flags: input.flags, flags2: 0)
+        if kernel.contains(.initExt) { kernel = InitFlags(flags: input.flags, flags2: input.flags2) }
+
+        var wanted = fileSystem.wantedCapabilities
+        wanted.insert(.initExt)
+        wanted.insert(.maxPages)
+        if options.mapAlignmentLog2 != nil { wanted.insert(.mapAlignment) } else { wanted.remove(.mapAlignment) }
+        if backing == nil { wanted.remove(.passthrough) }
+        var agreed = wanted.intersection(kernel)
+        // The kernel refuses passthrough together with writeback caching.
+        if agreed.contains(.passthrough) { agreed.remove(.writebackCache) }
+
+        var out = InitOut()
+        out.major = FUSEProtocol.major
+        out.minor = min(FUSEProtocol.minor, input.minor)
+        out.maxReadahead = input.maxReadahead
+        out.maxBackground = options.maxBackground
+        out.congestionThreshold = options.congestionThreshold
+        out.timeGran = 1
+        let pages: Int
+        if agreed.contains(.maxPages) {
+            out.maxPages = min(max(options.maxPages, 1), FUSEProtocol.maxMaxPages)
+            pages = Int(out.maxPages)
+        } else {
+            pages = min(Int(options.maxPages), 32)  // FUSE_DEFAULT_MAX_PAGES_PER_REQ
+        }
+        out.maxWrite = UInt32(pages * HostPage.size)
+        if agreed.contains(.mapAlignment), let log2 = options.mapAlignmentLog2 { out.mapAlignment = log2 }
+        if agreed.contains(.passthrough) { out.maxStackDepth = 1 }
+        out.flags = agreed.low
+        out.flags2 = agreed.contains(.initExt) ? agreed.high : 0
+        if !agreed.contains(.initExt) { agreed = InitFlags(rawValue: UInt64(agreed.low)) }
+        return (out, agreed)
+    }
+}
+
+/// Why a request failed: an error for the kernel, or a message we could not decode.
+enum RequestFailure: Error {
+    case errno(Errno)
+    case malformed(String)
+}
+
+extension FUSEOpcode {
+    /// Requests the kernel expects no reply to.
+    var hasNoReply: Bool { self == .forget || self == .batchForget || self == .interrupt || self == .notifyReply }
+}
+
+extension Syscall {
+    /// The corresponding C call is `sysconf(_SC_PAGESIZE)`.
+    static let pageSize: Int = Int(sysconfPageSize())
+}
