@@ -78,3 +78,25 @@ int daxfs_install_interrupt_signal(int signo) {
 
 #include <pthread.h>
 int daxfs_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
+
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/file.h>
+#include <sys/xattr.h>
+
+int daxfs_flock(int fd, int operation) { return flock(fd, operation); }
+
+ssize_t daxfs_getxattr(const char *path, const char *name, void *value, size_t size) { return getxattr(path, name, value, size); }
+int daxfs_setxattr(const char *path, const char *name, const void *value, size_t size, int flags) { return setxattr(path, name, value, size, flags); }
+ssize_t daxfs_listxattr(const char *path, char *list, size_t size) { return listxattr(path, list, size); }
+int daxfs_removexattr(const char *path, const char *name) { return removexattr(path, name); }
+
+static __thread int daxfs_umask_cleared;
+
+int daxfs_thread_clear_umask(void) {
+    if (daxfs_umask_cleared) return 0;
+    if (unshare(CLONE_FS) != 0) return -1;
+    umask(0);
+    daxfs_umask_cleared = 1;
+    return 0;
+}

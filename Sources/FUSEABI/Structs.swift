@@ -378,9 +378,9 @@ public struct CuseInitIn: WireStruct, Equatable {
     public func encode(to w: inout WireWriter) { w.u32(major); w.u32(minor); w.u32(unused); w.u32(flags) }
 }
 
-/// `struct cuse_init_out`, 64 bytes.
+/// `struct cuse_init_out`, 72 bytes.
 public struct CuseInitOut: WireStruct, Equatable {
-    public static let wireSize = 64
+    public static let wireSize = 72
     public var major: UInt32 = 0, minor: UInt32 = 0, unused: UInt32 = 0, flags: UInt32 = 0
     public var maxRead: UInt32 = 0, maxWrite: UInt32 = 0, devMajor: UInt32 = 0, devMinor: UInt32 = 0
     public init() {}

@@ -52,5 +52,5 @@ public struct DirectoryWriter: ~Copyable {
         return true
     }
 
-    var byteCount: Int { writer.position }
+    @_spi(Testing) public var byteCount: Int { writer.position }
 }

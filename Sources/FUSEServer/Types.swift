@@ -24,7 +24,7 @@ public final class InterruptFlag: Sendable {
     private let flag = Atomic<Bool>(false)
     public init() {}
     public var isSet: Bool { flag.load(ordering: .acquiring) }
-    func set() { flag.store(true, ordering: .releasing) }
+    @_spi(Testing) public func set() { flag.store(true, ordering: .releasing) }
 }
 
 /// Who sent a request: the credentials from `fuse_in_header`.

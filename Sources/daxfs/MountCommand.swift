@@ -40,6 +40,7 @@ struct MountCommand: ParsableCommand {
         fsOptions.cache = common.cache.mode
         fsOptions.passthrough = !noPassthrough
         fsOptions.xattr = !common.noXattr
+        fsOptions.logger = logger
         let fileSystem: PassthroughFS
         do {
             fileSystem = try PassthroughFS(root: sharedDir, options: fsOptions)
@@ -78,7 +79,7 @@ struct MountCommand: ParsableCommand {
 struct ServeOptions: ParsableArguments {
     @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always (long timeouts, keep page cache; only when nothing else changes the directory), never (no caching; direct I/O). Default: auto.")
     var cache: CacheOption = .auto
-    @Flag(help: "Answer extended-attribute requests with ENOTSUP (default: xattrs on).") var noXattr = false
+    @Flag(help: "Turn extended attributes off: the kernel is told they are unsupported (default: xattrs on).") var noXattr = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
     var logLevel: LogLevelOption = .info
 }

@@ -21,7 +21,7 @@ final class RecordingFS: FileSystem, Sendable {
         attr.mode = 0o100644
         return Entry(node: NodeID(7), attr: attr, entryTimeout: CacheTimeout(1), attrTimeout: CacheTimeout(1))
     }
-    func forget(_ node: NodeID, count: UInt64) { forgotten.withLock { $0[node.rawValue, default: 0] += count } }
+    func forget(_ node: NodeID, count: UInt64) { forgotten.withLock { $0[node.rawValue, default: 0] &+= count } }
     func getattr(_ ctx: RequestContext, node: NodeID, handle: FileHandle?) throws(Errno) -> AttrReply {
         record("getattr \(node.rawValue) \(handle.map { String($0.rawValue) } ?? "-")")
         var attr = Attr()

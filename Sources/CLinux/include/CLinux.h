@@ -67,4 +67,17 @@ int daxfs_setfsgid(unsigned int gid);
 /// `signo` makes a blocking call in that thread return EINTR.
 int daxfs_install_interrupt_signal(int signo);
 
+// PassthroughFS: xattr calls (sys/xattr.h is not in Swift's Glibc module),
+// flock, and a per-thread umask.
+ssize_t daxfs_getxattr(const char *path, const char *name, void *value, size_t size);
+int daxfs_setxattr(const char *path, const char *name, const void *value, size_t size, int flags);
+ssize_t daxfs_listxattr(const char *path, char *list, size_t size);
+int daxfs_removexattr(const char *path, const char *name);
+/// flock(2); Swift cannot call it because `struct flock` shares the name.
+int daxfs_flock(int fd, int operation);
+/// Gives the calling thread its own fs_struct (unshare(CLONE_FS)) and sets its
+/// umask to 0, once per thread, so that modes the kernel already masked are
+/// used as sent. Returns 0, or -1 with errno.
+int daxfs_thread_clear_umask(void);
+
 #endif

@@ -1,0 +1,174 @@
+import CLinux
+import FUSEABI
+import FUSEServer
+import Glibc
+import HostSystem
+
+/// Attributes, names and directory structure.
+extension PassthroughFS {
+    public func getattr(_ ctx: RequestContext, node: NodeID, handle: FileHandle?) throws(Errno) -> AttrReply {
+        let inode = try inode(node)
+        let file = handle.flatMap { handle in handles.withLock { $0.files[handle.rawValue] } }
+        // fstat works on O_PATH descriptors and never follows a symlink.
+        let st = try Syscall.fstat(file?.fd ?? inode.fd)
+        return AttrReply(attr: Attr(st), timeout: attrTimeout)
+    }
+
+    public func setattr(_ ctx: RequestContext, node: NodeID, _ request: SetattrRequest) throws(Errno) -> AttrReply {
+        let inode = try inode(node)
+        let file = request.handle.flatMap { handle in handles.withLock { $0.files[handle.rawValue] } }
+
+        if let mode = request.mode {
+            if let file {
+                try Syscall.fchmod(file.fd, mode: mode & 0o7777)
+            } else if inode.isSymlink {
+                throw .notSupported // Linux cannot chmod a symlink
+            } else {
+                try withProcName(inode.fd) { name throws(Errno) in
+                    try Syscall.fchmodat(procSelfFD, name, mode: mode & 0o7777, flags: 0)
+                }
+            }
+        }
+        if request.uid != nil || request.gid != nil {
+            try Syscall.fchownat(inode.fd, "", uid: request.uid, gid: request.gid,
+                                 flags: DAXFS_AT_EMPTY_PATH | DAXFS_AT_SYMLINK_NOFOLLOW)
+        }
+        if let size = request.size {
+            guard size <= UInt64(Int64.max) else { throw .invalidArgument }
+            if let file, file.accessMode != O_RDONLY {
+                try Syscall.ftruncate(file.fd, size: Int64(size))
+            } else {
+                if inode.isDirectory { throw .isDirectory }
+                if !inode.isRegular { throw .invalidArgument }
+                let fd = FileDescriptor(adopting: try reopen(inode.fd, flags: O_WRONLY))
+                try Syscall.ftruncate(fd.rawValue, size: Int64(size))
+            }
+        }
+        if request.killSuidgid && request.mode == nil && !inode.isSymlink {
+            try killSetID(inode, fd: file?.fd)
+        }
+        if request.atime != nil || request.mtime != nil {
+            let times = (timespec(request.atime), timespec(request.mtime))
+            if let file {
+                try Syscall.futimens(file.fd, times)
+            } else {
+                try Syscall.utimensat(inode.fd, "", times, flags: DAXFS_AT_EMPTY_PATH | DAXFS_AT_SYMLINK_NOFOLLOW)
+            }
+        }
+        // ctime cannot be set on Linux; every change above updated it anyway.
+        let st = try Syscall.fstat(inode.fd)
+        return AttrReply(attr: Attr(st), timeout: attrTimeout)
+    }
+
+    public func readlink(_ ctx: RequestContext, node: NodeID) throws(Errno) -> [UInt8] {
+        let inode = try inode(node)
+        guard inode.isSymlink else { throw .invalidArgument }
+        // One byte more than PATH_MAX tells a full buffer from a complete target.
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(PATH_MAX) + 1, alignment: 1)
+        defer { buffer.deallocate() }
+        let count = try Syscall.readlinkat(inode.fd, "", into: buffer)
+        guard count < buffer.count else { throw .nameTooLong }
+        return Array(buffer[..<count])
+    }
+
+    public func symlink(_ ctx: RequestContext, parent: NodeID, name: FileName, target: CStringArg) throws(Errno) -> Entry {
+        let directory = try inode(parent)
+        return try name.withCString { name throws(Errno) in
+            try target.withCString { target throws(Errno) in try Syscall.symlinkat(target, directory.fd, name) }
+            let (inode, st) = try lookupReference(parent: directory, name: name)
+            return entry(inode, st)
+        }
+    }
+
+    public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, umask: UInt32) throws(Errno) -> Entry {
+        let directory = try inode(parent)
+        prepareToCreate()
+        return try name.withCString { name throws(Errno) in
+            try Syscall.mknodat(directory.fd, name, mode: mode, device: DeviceNumber.decode(rdev))
+            let (inode, st) = try lookupReference(parent: directory, name: name)
+            return entry(inode, st)
+        }
+    }
+
+    public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
+        let directory = try inode(parent)
+        prepareToCreate()
+        return try name.withCString { name throws(Errno) in
+            try Syscall.mkdirat(directory.fd, name, mode: mode & 0o7777)
+            let (inode, st) = try lookupReference(parent: directory, name: name)
+            return entry(inode, st)
+        }
+    }
+
+    public func unlink(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        let directory = try inode(parent)
+        try name.withCString { name throws(Errno) in try Syscall.unlinkat(directory.fd, name, flags: 0) }
+    }
+
+    public func rmdir(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        let directory = try inode(parent)
+        try name.withCString { name throws(Errno) in try Syscall.unlinkat(directory.fd, name, flags: DAXFS_AT_REMOVEDIR) }
+    }
+
+    public func rename(_ ctx: RequestContext, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
+        let known = DAXFS_RENAME_NOREPLACE | DAXFS_RENAME_EXCHANGE | DAXFS_RENAME_WHITEOUT
+        guard flags & ~known == 0 else { throw .invalidArgument }
+        let from = try inode(parent)
+        let to = try inode(newParent)
+        try name.withCString { old throws(Errno) in
+            try newName.withCString { new throws(Errno) in try Syscall.renameat2(from.fd, old, to.fd, new, flags: flags) }
+        }
+    }
+
+    public func link(_ ctx: RequestContext, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
+        let inode = try inode(node)
+        let directory = try self.inode(newParent)
+        try newName.withCString { name throws(Errno) in
+            do throws(Errno) {
+                // Needs CAP_DAC_READ_SEARCH; the /proc form below does not.
+                try Syscall.linkat(inode.fd, "", directory.fd, name, flags: DAXFS_AT_EMPTY_PATH)
+            } catch where error == .noEntry || error == .notPermitted {
+                try withProcPath(inode.fd) { path throws(Errno) in
+                    try Syscall.linkat(DAXFS_AT_FDCWD, path, directory.fd, name, flags: Int32(AT_SYMLINK_FOLLOW))
+                }
+            }
+        }
+        let st = try Syscall.fstat(inode.fd)
+        return entry(addReference(inode), st)
+    }
+
+    public func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> StatfsReply {
+        let inode = try inode(node)
+        let vfs = try Syscall.fstatvfs(inode.fd)
+        var reply = StatfsReply()
+        reply.blocks = UInt64(vfs.f_blocks); reply.bfree = UInt64(vfs.f_bfree); reply.bavail = UInt64(vfs.f_bavail)
+        reply.files = UInt64(vfs.f_files); reply.ffree = UInt64(vfs.f_ffree)
+        reply.bsize = UInt32(clamping: UInt64(vfs.f_bsize)); reply.frsize = UInt32(clamping: UInt64(vfs.f_frsize))
+        reply.namelen = UInt32(clamping: UInt64(vfs.f_namemax))
+        return reply
+    }
+
+    public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) {
+        let inode = try inode(node)
+        guard mask & ~UInt32(R_OK | W_OK | X_OK) == 0 else { throw .invalidArgument }
+        try withProcName(inode.fd) { name throws(Errno) in
+            try Syscall.faccessat(procSelfFD, name, mode: Int32(mask), flags: 0)
+        }
+    }
+
+    public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
+        try Syscall.syncfs(rootReadFD)
+    }
+}
+
+extension timespec {
+    /// A SETATTR time: nil leaves it (UTIME_OMIT).
+    init(_ update: TimeUpdate?) {
+        switch update {
+        case nil: self.init(tv_sec: 0, tv_nsec: Int(DAXFS_UTIME_OMIT))
+        case .now: self.init(tv_sec: 0, tv_nsec: Int(DAXFS_UTIME_NOW))
+        case .set(let seconds, let nanoseconds):
+            self.init(tv_sec: Int(seconds), tv_nsec: Int(min(nanoseconds, 999_999_999)))
+        }
+    }
+}

@@ -1,0 +1,301 @@
+import CLinux
+import FUSEABI
+import FUSEServer
+import Glibc
+import HostSystem
+import Logging
+import Synchronization
+
+/// Serves a host directory over FUSE, one host call per request where possible.
+///
+/// Nodes: every node the kernel knows holds an `O_PATH|O_NOFOLLOW` descriptor
+/// of its host inode, keyed by (st_dev, st_ino), so renames on the host never
+/// break a node or an open file. Node ids come from a counter and are never
+/// reused; a lookup of a known inode returns the same id. Lookup counts are
+/// exact (see `FileSystem`); a node leaves the table when `forget` brings its
+/// count to zero, and its descriptor closes when the last user lets go. The
+/// root (node 1) is never forgotten.
+///
+/// Sandboxing: name-based operations are `*at` calls on the parent's `O_PATH`
+/// descriptor with a single component the session already checked (no '/',
+/// '.', '..'), never following a symlink. I/O reopens a node through
+/// `/proc/self/fd/N`, which names the inode itself; symlinks are never
+/// reopened (ELOOP). No path outside the shared directory is ever resolved.
+///
+/// Caching (`CacheMode`): `.auto` trusts names, attributes and negative
+/// lookups for 1 s and lets the kernel drop a file's page cache on open when
+/// its mtime or size changed (`autoInvalData`); `.always` trusts everything
+/// for a day and keeps page and directory caches across opens; `.never`
+/// trusts nothing and sends regular-file I/O straight here (`FOPEN_DIRECT_IO`)
+/// unless kernel passthrough serves it.
+///
+/// Kernel passthrough (`FOPEN_PASSTHROUGH`): regular files are served by the
+/// kernel from the host file; one backing id per inode, registered on the first
+/// open and closed on the last release. Writeback cache is never requested:
+/// the kernel refuses it together with passthrough, and without it the host
+/// file stays the single copy other host users see.
+///
+/// POSIX locks are emulated with open-file-description locks: each
+/// (inode, lock owner) gets its own descriptor, closed on that owner's flush
+/// (close(2) drops a process's POSIX locks) and on release.
+///
+/// Credentials: operations run with the server's credentials; new files belong
+/// to the server's user. The kernel already applied the caller's umask (no
+/// FUSE_DONT_MASK), so creating threads use a private umask of 0.
+public final class PassthroughFS: FileSystem {
+    /// How long the kernel may trust names, attributes and file data.
+    public enum CacheMode: Sendable {
+        /// Names, attributes and negative lookups for 1 s; page cache revalidated on open.
+        case auto
+        /// Everything for 86400 s; page and directory caches kept across opens.
+        case always
+        /// Nothing cached; regular files use direct I/O unless passthrough serves them.
+        case never
+    }
+
+    public struct Options: Sendable {
+        public var cache: CacheMode
+        /// Use kernel passthrough for regular files when the transport offers it.
+        public var passthrough: Bool
+        /// Serve extended attributes; when false the kernel learns ENOSYS once and stops asking.
+        public var xattr: Bool
+        public var logger: Logger?
+
+        public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil) {
+            self.cache = cache; self.passthrough = passthrough; self.xattr = xattr; self.logger = logger
+        }
+    }
+
+    let options: Options
+    let root: Inode
+    /// `/proc/self/fd`, for reopening `O_PATH` descriptors as "N" relative to it.
+    let procSelfFD: Int32
+    /// A readable descriptor of the root, for syncfs (which refuses `O_PATH`).
+    let rootReadFD: Int32
+
+    let nodes: Mutex<NodeTable>
+    let nextNodeID = Atomic<UInt64>(2)
+    let handles = Mutex(HandleTable())
+
+    let entryTimeout: CacheTimeout
+    let attrTimeout: CacheTimeout
+    /// Timeout of negative entries; nil answers ENOENT instead (never cache).
+    let negativeTimeout: CacheTimeout?
+
+    let backing = Mutex<(any BackingRegistry)?>(nil)
+    let passthroughActive = Atomic<Bool>(false)
+    let passthroughWarned = Atomic<Bool>(false)
+
+    /// Opens `root` (following symlinks in that administrator-given path) and serves it.
+    public init(root: String, options: Options = Options()) throws(Errno) {
+        let rootFD = FileDescriptor(adopting: try Syscall.openat(DAXFS_AT_FDCWD, root, flags: DAXFS_O_PATH | DAXFS_O_DIRECTORY))
+        let st = try Syscall.fstat(rootFD.rawValue)
+        let proc = FileDescriptor(adopting: try Syscall.openat(DAXFS_AT_FDCWD, "/proc/self/fd", flags: DAXFS_O_PATH | DAXFS_O_DIRECTORY))
+        let readable = FileDescriptor(adopting: try Syscall.openat(rootFD.rawValue, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY))
+
+        self.options = options
+        self.root = Inode(id: .root, fd: rootFD.release(), stat: st)
+        procSelfFD = proc.release()
+        rootReadFD = readable.release()
+        var table = NodeTable()
+        table.insert(self.root, count: 1)
+        nodes = Mutex(table)
+
+        switch options.cache {
+        case .auto:
+            entryTimeout = CacheTimeout(seconds: 1); attrTimeout = CacheTimeout(seconds: 1)
+            // As long as positive entries: a name created on the host shows up within the same 1 s.
+            negativeTimeout = CacheTimeout(seconds: 1)
+        case .always:
+            entryTimeout = CacheTimeout(seconds: 86400); attrTimeout = CacheTimeout(seconds: 86400)
+            negativeTimeout = CacheTimeout(seconds: 86400)
+        case .never:
+            entryTimeout = .zero; attrTimeout = .zero; negativeTimeout = nil
+        }
+    }
+
+    deinit {
+        Syscall.close(procSelfFD)
+        Syscall.close(rootReadFD)
+    }
+
+    public var wantedCapabilities: InitFlags {
+        // No writebackCache: Linux refuses it together with passthrough, and it
+        // would make the kernel, not the host file, the owner of recent writes.
+        var flags: InitFlags = [.asyncRead, .posixLocks, .flockLocks, .atomicOTrunc, .bigWrites,
+                                .doReaddirplus, .readdirplusAuto, .parallelDirops, .asyncDIO, .maxPages,
+                                .cacheSymlinks, .setxattrExt,
+                                // We clear set-id bits ourselves (the server is root, so the host would not);
+                                // saves a security.capability GETXATTR per write.
+                                .handleKillprivV2,
+                                // MAP_SHARED on FOPEN_DIRECT_IO files (cache=never).
+                                .directIOAllowMmap]
+        if options.cache != .always { flags.insert(.autoInvalData) }
+        if options.passthrough { flags.insert(.passthrough) }
+        return flags
+    }
+
+    public func initialize(connection: FUSEConnection) throws(Errno) {
+        let registry = options.passthrough && connection.capabilities.contains(.passthrough) ? connection.backing : nil
+        backing.withLock { $0 = registry }
+        passthroughActive.store(registry != nil, ordering: .releasing)
+    }
+
+    public func destroy() {
+        let old = handles.withLock { table in
+            defer { table.files.removeAll(); table.directories.removeAll() }
+            return table
+        }
+        // Backing ids and lock owners go; descriptors close with their last holder.
+        for file in old.files.values { releaseResources(of: file, lockOwner: nil) }
+        let dropped = nodes.withLock { table in
+            defer {
+                table = NodeTable()
+                table.insert(root, count: 1)
+            }
+            return table
+        }
+        _ = dropped
+    }
+
+    // MARK: - Helpers
+
+    /// The live node `id`; ESTALE for ids the kernel should not have.
+    @inline(__always)
+    func inode(_ id: NodeID) throws(Errno) -> Inode {
+        if id == .root { return root }
+        guard let inode = nodes.withLock({ $0.slots[id.rawValue]?.inode }) else { throw .staleHandle }
+        return inode
+    }
+
+    @inline(__always)
+    func openFile(_ handle: FileHandle) throws(Errno) -> OpenFile {
+        guard let file = handles.withLock({ $0.files[handle.rawValue] }) else { throw .badFileDescriptor }
+        return file
+    }
+
+    @inline(__always)
+    func entry(_ inode: Inode, _ st: stat) -> Entry {
+        Entry(node: inode.id, attr: Attr(st), entryTimeout: entryTimeout, attrTimeout: attrTimeout)
+    }
+
+    /// Calls `body` with "N", the name of descriptor `fd` inside /proc/self/fd.
+    @inline(__always)
+    func withProcName<R>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+        var storage: (UInt64, UInt64) = (0, 0)
+        return try withUnsafeMutableBytes(of: &storage) { raw throws(Errno) -> R in
+            let count = formatDecimal(UInt32(bitPattern: fd), into: raw)
+            raw[count] = 0
+            return try body(raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+        }
+    }
+
+    /// Calls `body` with "/proc/self/fd/N", for calls that take only a path (xattrs).
+    @inline(__always)
+    func withProcPath<R>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+        var storage: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        return try withUnsafeMutableBytes(of: &storage) { raw throws(Errno) -> R in
+            let prefix = "/proc/self/fd/".utf8
+            var index = 0
+            for byte in prefix { raw[index] = byte; index += 1 }
+            let count = formatDecimal(UInt32(bitPattern: fd), into: UnsafeMutableRawBufferPointer(rebasing: raw[index...]))
+            raw[index + count] = 0
+            return try body(raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+        }
+    }
+
+    /// Opens the inode behind `fd` again with `flags`, through /proc/self/fd.
+    @inline(__always)
+    func reopen(_ fd: Int32, flags: Int32) throws(Errno) -> Int32 {
+        try withProcName(fd) { name throws(Errno) in try Syscall.openat(procSelfFD, name, flags: flags) }
+    }
+
+    /// Clears set-user-ID, and set-group-ID when group-executable, as the kernel
+    /// does for unprivileged writers (FUSE_HANDLE_KILLPRIV_V2). `fd` is a real
+    /// open descriptor, or nil to go through `inode`'s proc name.
+    func killSetID(_ inode: Inode, fd: Int32?) throws(Errno) {
+        let st = try Syscall.fstat(fd ?? inode.fd)
+        var mode = UInt32(st.st_mode) & 0o7777
+        let original = mode
+        mode &= ~FileMode.setUID
+        if mode & FileMode.groupExecute != 0 { mode &= ~FileMode.setGID }
+        guard mode != original else { return }
+        if let fd {
+            try Syscall.fchmod(fd, mode: mode)
+        } else {
+            try withProcName(inode.fd) { name throws(Errno) in try Syscall.fchmodat(procSelfFD, name, mode: mode, flags: 0) }
+        }
+    }
+
+    /// New nodes get exactly the mode the kernel sent (see the type's notes).
+    @inline(__always)
+    func prepareToCreate() {
+        do { try Syscall.clearThreadUmask() } catch {
+            options.logger?.warning("cannot give this thread its own umask: \(error)")
+        }
+    }
+}
+
+/// Mode bits (Glibc's S_IF* imports are ambiguous in Swift).
+enum FileMode {
+    static let typeMask: UInt32 = 0o170000
+    static let directory: UInt32 = 0o040000
+    static let regular: UInt32 = 0o100000
+    static let symlink: UInt32 = 0o120000
+    static let setUID: UInt32 = 0o4000
+    static let setGID: UInt32 = 0o2000
+    static let groupExecute: UInt32 = 0o010
+}
+
+/// Writes `value` in decimal; returns the digit count.
+@inline(__always)
+func formatDecimal(_ value: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+    var digits = 1
+    var probe = value
+    while probe >= 10 { probe /= 10; digits += 1 }
+    var rest = value
+    for index in stride(from: digits - 1, through: 0, by: -1) {
+        buffer[index] = UInt8(truncatingIfNeeded: rest % 10) + UInt8(ascii: "0")
+        rest /= 10
+    }
+    return digits
+}
+
+extension Attr {
+    /// `fuse_attr` from a host `struct stat`: blocks in 512-byte units, rdev in
+    /// the kernel's `new_encode_dev` form, flags 0.
+    init(_ st: stat) {
+        self.init()
+        ino = UInt64(st.st_ino)
+        size = UInt64(bitPattern: Int64(st.st_size))
+        blocks = UInt64(bitPattern: Int64(st.st_blocks))
+        atime = UInt64(bitPattern: Int64(st.st_atim.tv_sec)); atimensec = UInt32(truncatingIfNeeded: st.st_atim.tv_nsec)
+        mtime = UInt64(bitPattern: Int64(st.st_mtim.tv_sec)); mtimensec = UInt32(truncatingIfNeeded: st.st_mtim.tv_nsec)
+        ctime = UInt64(bitPattern: Int64(st.st_ctim.tv_sec)); ctimensec = UInt32(truncatingIfNeeded: st.st_ctim.tv_nsec)
+        mode = UInt32(st.st_mode)
+        nlink = UInt32(clamping: UInt64(st.st_nlink))
+        uid = UInt32(st.st_uid)
+        gid = UInt32(st.st_gid)
+        rdev = DeviceNumber.encode(UInt64(st.st_rdev))
+        blksize = UInt32(clamping: Int64(st.st_blksize))
+    }
+}
+
+/// Device numbers: glibc's 64-bit `dev_t` and the kernel's 32-bit
+/// `new_encode_dev` form that FUSE carries (12-bit major, 20-bit minor).
+@_spi(Testing) public enum DeviceNumber {
+    /// `dev_t` → `new_encode_dev`.
+    public static func encode(_ device: UInt64) -> UInt32 {
+        let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)
+        let minor = (device & 0xff) | ((device >> 12) & ~0xff)
+        return UInt32(truncatingIfNeeded: (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12))
+    }
+
+    /// `new_decode_dev` → `dev_t` (glibc's `makedev`).
+    public static func decode(_ raw: UInt32) -> UInt64 {
+        let value = UInt64(raw)
+        let major = (value & 0xfff00) >> 8
+        let minor = (value & 0xff) | ((value >> 12) & 0xfff00)
+        return ((major & 0xfff) << 8) | ((major & ~0xfff) << 32) | (minor & 0xff) | ((minor & ~0xff) << 12)
+    }
+}

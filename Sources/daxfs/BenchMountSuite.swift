@@ -1,0 +1,288 @@
+import Glibc
+import HostSystem
+
+/// Where a workload runs: on the host directory itself, or through a daxfs
+/// mount of it with or without kernel passthrough.
+enum BenchConfig: CaseIterable {
+    case native, passthrough, noPassthrough
+
+    var title: String {
+        switch self {
+        case .native: "native"
+        case .passthrough: "passthrough"
+        case .noPassthrough: "no passthrough"
+        }
+    }
+
+    /// Prefix of this configuration's figures in the JSON.
+    var figurePrefix: String {
+        switch self {
+        case .native: "native"
+        case .passthrough: "passthrough"
+        case .noPassthrough: "fuse"
+        }
+    }
+
+    /// Prefix of this configuration's ratios to native in the JSON.
+    var ratioPrefix: String {
+        switch self {
+        case .native: "native"
+        case .passthrough: "passthrough"
+        case .noPassthrough: "nopassthrough"
+        }
+    }
+
+    /// Extra `daxfs mount` arguments; nil for the host directory.
+    var mountArguments: [String]? {
+        switch self {
+        case .native: nil
+        case .passthrough: []
+        case .noPassthrough: ["--no-passthrough"]
+        }
+    }
+}
+
+/// One reported figure. Every figure is a rate, so higher is better and a
+/// ratio to native above 1 means faster than the host directory.
+enum BenchMetric: CaseIterable {
+    case seqRead, seqWrite, seqOverwrite, rand4kRead, createStatUnlink, create, stat, unlink
+
+    var label: String {
+        switch self {
+        case .seqRead: "sequential read, MB/s"
+        case .seqWrite: "sequential write, MB/s"
+        case .seqOverwrite: "sequential overwrite, MB/s"
+        case .rand4kRead: "random 4 KiB read, IOPS"
+        case .createStatUnlink: "create+stat+unlink, files/s"
+        case .create: "  create, files/s"
+        case .stat: "  stat, files/s"
+        case .unlink: "  unlink, files/s"
+        }
+    }
+
+    var figureKey: String {
+        switch self {
+        case .seqRead: "seq_read_mbps"
+        case .seqWrite: "seq_write_mbps"
+        case .seqOverwrite: "seq_overwrite_mbps"
+        case .rand4kRead: "rand4k_read_iops"
+        case .createStatUnlink: "create_stat_unlink_ops"
+        case .create: "create_ops"
+        case .stat: "stat_ops"
+        case .unlink: "unlink_ops"
+        }
+    }
+
+    var ratioKey: String {
+        switch self {
+        case .seqRead: "seq_read"
+        case .seqWrite: "seq_write"
+        case .seqOverwrite: "seq_overwrite"
+        case .rand4kRead: "rand4k"
+        case .createStatUnlink: "create_stat_unlink"
+        case .create: "create"
+        case .stat: "stat"
+        case .unlink: "unlink"
+        }
+    }
+
+    /// The client CPU share is reported for the four workloads, not the phases.
+    var cpuKey: String? {
+        switch self {
+        case .seqRead: "seq_read_cpu_pct"
+        case .seqWrite: "seq_write_cpu_pct"
+        case .seqOverwrite: "seq_overwrite_cpu_pct"
+        case .rand4kRead: "rand4k_read_cpu_pct"
+        case .createStatUnlink: "create_stat_unlink_cpu_pct"
+        case .create, .stat, .unlink: nil
+        }
+    }
+}
+
+/// One measurement: a rate and the benchmark process's CPU share meanwhile.
+struct BenchSample {
+    var value: Double
+    var cpuPercent: Double
+}
+
+/// `daxfs bench mount`: the same workloads on the host directory and through
+/// two daxfs mounts of it, in one run, interleaved round by round.
+struct MountBenchSuite {
+    struct Size {
+        var dataBytes: Int
+        var files: Int
+        var rounds: Int
+        var randomReadSeconds: Double
+
+        static let quick = Size(dataBytes: 256 << 20, files: 2_000, rounds: 3, randomReadSeconds: 0.5)
+        static let full = Size(dataBytes: 1 << 30, files: 10_000, rounds: 5, randomReadSeconds: 1)
+    }
+
+    enum Workload: CaseIterable { case seqRead, seqWrite, rand4kRead, metadata }
+
+    struct Results {
+        var size: Size
+        var configs: [BenchConfig]
+        var samples: [BenchConfig: [BenchMetric: [BenchSample]]] = [:]
+        /// Problems stopping the mounts after all figures were taken.
+        var shutdownErrors: [String] = []
+
+        func median(_ config: BenchConfig, _ metric: BenchMetric) -> BenchSample {
+            let values = samples[config]?[metric] ?? []
+            return BenchSample(value: daxfs.median(values.map(\.value)), cpuPercent: daxfs.median(values.map(\.cpuPercent)))
+        }
+
+        func ratio(_ config: BenchConfig, _ metric: BenchMetric) -> Double {
+            median(config, metric).value / median(.native, metric).value
+        }
+    }
+
+    var size: Size
+    /// The directory in which the scratch directory is made.
+    var parent: String
+    /// Which configurations to measure; native always comes first.
+    var configs: [BenchConfig] = BenchConfig.allCases
+
+    func run() throws -> Results {
+        let executable = try canonicalPath("/proc/self/exe")
+        let scratch = try makeTemporaryDirectory(in: try canonicalPath(parent), prefix: "daxfs-bench.")
+        note("scratch directory: \(scratch)")
+        var mounts: [BenchMountProcess] = []
+        let buffer = BenchWorkload.makeBuffer()
+        defer {
+            buffer.deallocate()
+            for mount in mounts { mount.stopQuietly() }
+            for path in removeTree(scratch) { note("warning: could not remove \(path)") }
+        }
+
+        let shared = scratch + "/shared"
+        try makeDirectory(shared)
+        note("writing the \(size.dataBytes >> 20) MiB data file")
+        try BenchWorkload.writeFile(shared + "/data", bytes: size.dataBytes, buffer: buffer, sync: true)
+
+        var directories: [BenchConfig: String] = [:]
+        for config in configs {
+            guard let arguments = config.mountArguments else {
+                directories[config] = shared
+                continue
+            }
+            let mountpoint = "\(scratch)/mnt-\(config.figurePrefix)"
+            try makeDirectory(mountpoint)
+            mounts.append(try BenchMountProcess(
+                label: config.title, executable: executable, shared: shared, mountpoint: mountpoint,
+                extraArguments: arguments, logPath: "\(scratch)/mount-\(config.figurePrefix).log"))
+            directories[config] = mountpoint
+        }
+
+        // Reads compare cached data: each configuration reads the file once first.
+        for config in configs {
+            note("warming the page cache through \(config.title)")
+            _ = try BenchWorkload.sequentialRead(directories[config]! + "/data", buffer: buffer)
+        }
+
+        var results = Results(size: size, configs: configs)
+        for round in 0..<size.rounds {
+            // Rotate the order each round so no configuration always goes first.
+            let order = configs.indices.map { configs[($0 + round) % configs.count] }
+            for workload in Workload.allCases {
+                for config in order {
+                    let figures = try measure(workload, in: directories[config]!, tag: "\(config.figurePrefix)-\(round)",
+                                              seed: UInt64(round + 1), buffer: buffer)
+                    for (metric, sample) in figures {
+                        results.samples[config, default: [:]][metric, default: []].append(sample)
+                        guard metric.cpuKey != nil else { continue }
+                        note("round \(round + 1)/\(size.rounds)  \(padRight(config.title, 14)) \(padRight(metric.label, 28)) "
+                            + "\(padLeft(formatted(sample.value, decimals: 1), 12))  cpu \(formatted(sample.cpuPercent, decimals: 0))%")
+                    }
+                }
+            }
+        }
+
+        for mount in mounts {
+            do { try mount.stop() } catch { results.shutdownErrors.append("\(error)") }
+        }
+        return results
+    }
+
+    private func measure(_ workload: Workload, in directory: String, tag: String, seed: UInt64,
+                         buffer: UnsafeMutableRawBufferPointer) throws -> [(BenchMetric, BenchSample)] {
+        func rate(_ amount: Double, _ span: Span) -> BenchSample {
+            BenchSample(value: amount / span.wall, cpuPercent: span.cpuPercent)
+        }
+        switch workload {
+        case .seqRead:
+            let (bytes, span) = try BenchWorkload.sequentialRead(directory + "/data", buffer: buffer)
+            guard bytes == size.dataBytes else {
+                throw BenchError("read \(bytes) bytes of \(directory)/data, expected \(size.dataBytes)")
+            }
+            return [(.seqRead, rate(Double(bytes) / 1e6, span))]
+        case .seqWrite:
+            let spans = try BenchWorkload.sequentialWrite(directory + "/write-\(tag)", bytes: size.dataBytes, buffer: buffer)
+            let megabytes = Double(size.dataBytes) / 1e6
+            return [(.seqWrite, rate(megabytes, spans.write)), (.seqOverwrite, rate(megabytes, spans.overwrite))]
+        case .rand4kRead:
+            let (reads, span) = try BenchWorkload.randomRead(directory + "/data", fileSize: size.dataBytes,
+                                                            seconds: size.randomReadSeconds, seed: seed, buffer: buffer)
+            return [(.rand4kRead, rate(Double(reads), span))]
+        case .metadata:
+            let spans = try BenchWorkload.createStatUnlink(in: directory + "/meta-\(tag)", count: size.files)
+            let files = Double(size.files)
+            return [(.createStatUnlink, rate(files, spans.cycle)), (.create, rate(files, spans.create)),
+                    (.stat, rate(files, spans.stat)), (.unlink, rate(files, spans.unlink))]
+        }
+    }
+}
+
+extension MountBenchSuite.Results {
+    /// Medians per configuration, each with its ratio to native and the
+    /// benchmark process's CPU share.
+    func table() -> String {
+        let mounted = configs.filter { $0 != .native }
+        var header = padRight("median of \(size.rounds) rounds", 30) + padLeft("native", 12)
+        for config in mounted { header += padLeft(config.title, 16) + padLeft("×native", 9) }
+        var lines = [header]
+        for metric in BenchMetric.allCases {
+            var line = padRight(metric.label, 30) + padLeft(formatted(median(.native, metric).value, decimals: 1), 12)
+            for config in mounted {
+                line += padLeft(formatted(median(config, metric).value, decimals: 1), 16)
+                    + padLeft(formatted(ratio(config, metric), decimals: 2), 9)
+            }
+            lines.append(line)
+            guard metric.cpuKey != nil else { continue }
+            var cpu = padRight("  client CPU %", 30) + padLeft(formatted(median(.native, metric).cpuPercent, decimals: 0), 12)
+            for config in mounted {
+                cpu += padLeft(formatted(median(config, metric).cpuPercent, decimals: 0), 16) + padLeft("", 9)
+            }
+            lines.append(cpu)
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// One line: {"suite":"mount","figures":{...},"ratios":{...},"params":{...}}.
+    func json(quick: Bool) -> String {
+        var figures: [(String, String)] = []
+        var ratios: [(String, String)] = []
+        for config in configs {
+            for metric in BenchMetric.allCases {
+                let sample = median(config, metric)
+                figures.append(("\(config.figurePrefix)_\(metric.figureKey)", jsonNumber(sample.value, decimals: 1)))
+                if let cpuKey = metric.cpuKey {
+                    figures.append(("\(config.figurePrefix)_\(cpuKey)", jsonNumber(sample.cpuPercent, decimals: 1)))
+                }
+                if config != .native {
+                    ratios.append(("\(config.ratioPrefix)_\(metric.ratioKey)_vs_native",
+                                   jsonNumber(ratio(config, metric), decimals: 3)))
+                }
+            }
+        }
+        let params: [(String, String)] = [
+            ("quick", quick ? "true" : "false"), ("rounds", "\(size.rounds)"),
+            ("data_bytes", "\(size.dataBytes)"), ("files", "\(size.files)"),
+            ("rand4k_seconds", jsonNumber(size.randomReadSeconds, decimals: 2)),
+        ]
+        return jsonObject([
+            ("suite", "\"mount\""), ("figures", jsonObject(figures)),
+            ("ratios", jsonObject(ratios)), ("params", jsonObject(params)),
+        ])
+    }
+}

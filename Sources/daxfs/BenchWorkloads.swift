@@ -1,0 +1,159 @@
+import Glibc
+import HostSystem
+
+/// The mount suite's workloads. Each takes a path, so the same function
+/// measures the host directory and both mounts. Every timed region runs from
+/// open to close, so a FUSE OPEN, FLUSH and RELEASE are part of the figure.
+enum BenchWorkload {
+    static let blockSize = 1 << 20
+    static let smallBlockSize = 4096
+
+    /// A 1 MiB page-aligned buffer of pseudo-random bytes (nothing a
+    /// filesystem could compress or skip as zeros).
+    static func makeBuffer() -> UnsafeMutableRawBufferPointer {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 4096)
+        var random = SplitMix64(seed: 0xDA8F5)
+        for word in buffer.bindMemory(to: UInt64.self).indices {
+            buffer.storeBytes(of: random.next(), toByteOffset: word * 8, as: UInt64.self)
+        }
+        return buffer
+    }
+
+    /// Writes `bytes` in 1 MiB pwrites to `path`: a new file, or with
+    /// `overwrite` the existing one (no O_TRUNC, so its cached pages stay).
+    /// The span covers open, the writes and close, not fsync: it is the
+    /// write(2) path into the page cache (and, without passthrough, through the
+    /// server), not the disk. With `sync`, fsync runs before close (used to
+    /// create the data file, untimed).
+    @discardableResult
+    static func writeFile(_ path: String, bytes: Int, buffer: UnsafeMutableRawBufferPointer,
+                          overwrite: Bool = false, sync: Bool = false) throws -> Span {
+        try timed {
+            let flags = O_WRONLY | (overwrite ? 0 : O_CREAT | O_EXCL)
+            let fd = try attempt("open \(path)") {
+                try FileDescriptor.open(path, flags: flags, mode: 0o644)
+            }
+            var offset = 0
+            while offset < bytes {
+                try Interruption.check()
+                let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<min(blockSize, bytes - offset)])
+                offset += try attempt("write \(path)") {
+                    try Syscall.pwrite(fd.rawValue, from: chunk, offset: Int64(offset))
+                }
+            }
+            if sync {
+                _ = try attempt("fsync \(path)") { try Syscall.call { fsync(fd.rawValue) } }
+            }
+            try closeChecked(fd, path)
+        }
+    }
+
+    /// Writes a new file, then overwrites it in place; removes it afterwards,
+    /// untimed, so no dirty pages carry over. Both figures matter: the first
+    /// includes allocating page-cache memory (slow on a VM whose balloon hands
+    /// free pages back to the host), the second is the write path alone.
+    static func sequentialWrite(_ path: String, bytes: Int,
+                                buffer: UnsafeMutableRawBufferPointer) throws -> (write: Span, overwrite: Span) {
+        defer { unlink(path) }
+        let write = try writeFile(path, bytes: bytes, buffer: buffer)
+        let overwrite = try writeFile(path, bytes: bytes, buffer: buffer, overwrite: true)
+        return (write, overwrite)
+    }
+
+    /// Reads the whole file in 1 MiB preads; returns the bytes read.
+    static func sequentialRead(_ path: String, buffer: UnsafeMutableRawBufferPointer) throws -> (Int, Span) {
+        var total = 0
+        let span = try timed {
+            let fd = try attempt("open \(path)") { try FileDescriptor.open(path, flags: O_RDONLY) }
+            while true {
+                try Interruption.check()
+                let count = try attempt("read \(path)") {
+                    try Syscall.pread(fd.rawValue, into: buffer, offset: Int64(total))
+                }
+                if count == 0 { break }
+                total += count
+            }
+            try closeChecked(fd, path)
+        }
+        return (total, span)
+    }
+
+    /// 4 KiB preads at uniformly random 4 KiB-aligned offsets for about
+    /// `seconds`; returns the number of reads. The same `seed` gives the same
+    /// offsets, so configurations read the same blocks.
+    static func randomRead(_ path: String, fileSize: Int, seconds: Double, seed: UInt64,
+                           buffer: UnsafeMutableRawBufferPointer) throws -> (Int, Span) {
+        let blocks = UInt64(fileSize / smallBlockSize)
+        let block = UnsafeMutableRawBufferPointer(rebasing: buffer[..<smallBlockSize])
+        var random = SplitMix64(seed: seed)
+        var reads = 0
+        let span = try timed {
+            let fd = try attempt("open \(path)") { try FileDescriptor.open(path, flags: O_RDONLY) }
+            let deadline = monotonicSeconds() + seconds
+            repeat {
+                try Interruption.check()
+                for _ in 0..<64 {
+                    let offset = Int64((random.next() % blocks) * UInt64(smallBlockSize))
+                    let count = try attempt("read \(path)") {
+                        try Syscall.pread(fd.rawValue, into: block, offset: offset)
+                    }
+                    guard count == smallBlockSize else {
+                        throw BenchError("read \(path): \(count) bytes at offset \(offset), expected \(smallBlockSize)")
+                    }
+                }
+                reads += 64
+            } while monotonicSeconds() < deadline
+            try closeChecked(fd, path)
+        }
+        return (reads, span)
+    }
+
+    /// Times of the three phases of `createStatUnlink`.
+    struct MetadataSpans {
+        var create: Span
+        var stat: Span
+        var unlink: Span
+        var cycle: Span { Span(wall: create.wall + stat.wall + unlink.wall, cpu: create.cpu + stat.cpu + unlink.cpu) }
+    }
+
+    /// In a new directory `directory`: creates `count` empty files
+    /// (open O_CREAT|O_EXCL, close), stats each, unlinks each; one timed phase
+    /// per operation. The directory must be fresh each time: ext4 without a
+    /// journal delays the reuse of freed inodes and a reused directory slows
+    /// down run after run.
+    static func createStatUnlink(in directory: String, count: Int) throws -> MetadataSpans {
+        try makeDirectory(directory)
+        defer { rmdir(directory) }
+        let dir = try attempt("open \(directory)") {
+            try FileDescriptor.open(directory, flags: O_RDONLY)
+        }
+        let names = (0..<count).map { "f\($0)" }
+
+        let create = try timed {
+            for name in names {
+                try Interruption.check()
+                _ = try attempt("create \(directory)/\(name)") {
+                    try FileDescriptor.open(name, relativeTo: dir.rawValue, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+                }
+            }
+        }
+        var info = stat()
+        let stat = try timed {
+            for name in names {
+                try Interruption.check()
+                _ = try attempt("stat \(directory)/\(name)") {
+                    try Syscall.call { fstatat(dir.rawValue, name, &info, 0) }
+                }
+            }
+        }
+        let unlink = try timed {
+            for name in names {
+                try Interruption.check()
+                _ = try attempt("unlink \(directory)/\(name)") {
+                    try Syscall.call { unlinkat(dir.rawValue, name, 0) }
+                }
+            }
+        }
+        return MetadataSpans(create: create, stat: stat, unlink: unlink)
+    }
+}
