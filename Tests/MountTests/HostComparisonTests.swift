@@ -65,6 +65,12 @@ struct HostComparisonTests {
             p.readFile("big")
             p.stat("big")
 
+            // One write larger than any max_write.
+            let huge = p.open("huge", O_CREAT | O_WRONLY)
+            p.write(huge, pattern((5 << 20) + 5, seed: 11))
+            p.close(huge)
+            p.readFile("huge")
+
             // Many small appends, as a log writer does.
             let log = p.open("log", O_CREAT | O_WRONLY | O_APPEND)
             for i in 0 ..< 200 { _ = pwriteAll(log, Array("line \(i)\n".utf8), at: 0) }
@@ -177,6 +183,22 @@ struct HostComparisonTests {
             p.unlink("target")
             p.stat("hard")                                             // nlink 1 again
             p.list("")
+
+            // Unusual names and the limits of names and link targets.
+            for name in ["with space", "new\nline", "tab\there", "back\\slash", "ünïcødé-✓", ".hidden", "-dash", String(repeating: "n", count: 255)] {
+                p.create(name, Array(name.utf8))
+                p.stat(name)
+            }
+            p.create(String(repeating: "n", count: 256), [])           // ENAMETOOLONG
+            p.symlink(String(repeating: "t", count: 4095), "longlink")
+            p.readlink("longlink")
+            p.symlink(String(repeating: "t", count: 4096), "toolong")   // ENAMETOOLONG
+            p.list("")
+
+            // fsync on a directory (FSYNCDIR).
+            let directory = p.open("dir", O_RDONLY | O_DIRECTORY)
+            p.call("fsync(dir)") { fsync(directory) }
+            p.close(directory)
         }
     }
 
@@ -254,6 +276,13 @@ struct HostComparisonTests {
             p.call("removexattr(user.test)") { Xattr.remove(file, "user.test") }  // ENODATA
             list()
             get("user.never")                                          // ENODATA
+            set("user.big", String(repeating: "v", count: 3000), 0)
+            get("user.big")
+            set("user.huge", String(repeating: "h", count: 65536), 0)  // too big for ext4
+            set("user.toolarge", String(repeating: "h", count: 65537), 0)  // E2BIG
+            set(String(repeating: "k", count: 300), "v", 0)            // ERANGE: name too long
+            set("nonamespace", "v", 0)                                 // EOPNOTSUPP
+            list()
         }
     }
 
@@ -288,6 +317,25 @@ struct HostComparisonTests {
             p.lseek(sparse, 2 << 20, LinuxConstant.seekData)          // ENXIO
             p.lseek(sparse, 0, SEEK_END)
             p.close(sparse)
+        }
+    }
+
+    @Test(arguments: Mode.allCases)
+    func directIO(mode: Mode) throws {
+        try compareWithHost(mode) { p in
+            let size = 1 << 20
+            guard let buffer = aligned(size) else { throw HarnessError("posix_memalign") }
+            defer { free(buffer) }
+            let data = pattern(size, seed: 12)
+            data.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: size) }
+            let fd = p.open("direct", O_CREAT | O_RDWR | DAXFS_O_DIRECT)
+            p.call("pwrite O_DIRECT 1 MiB") { Glibc.pwrite(fd, buffer, size, 0) }
+            p.call("pwrite O_DIRECT 4 KiB at 8 KiB") { Glibc.pwrite(fd, buffer, 4096, 8192) }
+            memset(buffer, 0, size)
+            p.call("pread O_DIRECT 64 KiB at 4 KiB") { Glibc.pread(fd, buffer, 65536, 4096) }
+            p.note("data \(fingerprint(UnsafeRawBufferPointer(start: buffer, count: 65536)))")
+            p.close(fd)
+            p.readFile("direct")
         }
     }
 
@@ -399,6 +447,12 @@ struct HostComparisonTests {
             #expect(mounted.f_bfree <= host.f_blocks && mounted.f_bavail <= mounted.f_bfree)
         }
     }
+}
+
+/// Page-aligned memory for O_DIRECT.
+func aligned(_ size: Int) -> UnsafeMutableRawPointer? {
+    var pointer: UnsafeMutableRawPointer?
+    return posix_memalign(&pointer, 4096, size) == 0 ? pointer : nil
 }
 
 extension Int32 {
