@@ -26,7 +26,10 @@ struct MountBenchCommand: ParsableCommand {
           sequential read    1 MiB preads over the data file, page cache warm
           sequential write   1 MiB pwrites into a new file of the data file's
                              size; close is timed, fsync is not (this is the
-                             write(2) path, not the disk)
+                             write(2) path, not the disk); just before, an
+                             untimed write and unlink of twice that size frees
+                             page-cache memory for it to reuse, so no
+                             configuration pays a VM's first-touch page faults
           seq. overwrite     the same again over that file's cached pages, so
                              no page-cache memory is allocated; then the file
                              is removed

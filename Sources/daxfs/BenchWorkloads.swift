@@ -49,15 +49,25 @@ enum BenchWorkload {
     }
 
     /// Writes a new file, then overwrites it in place; removes it afterwards,
-    /// untimed, so no dirty pages carry over. Both figures matter: the first
-    /// includes allocating page-cache memory (slow on a VM whose balloon hands
-    /// free pages back to the host), the second is the write path alone.
+    /// untimed, so no dirty pages carry over. The first figure includes
+    /// allocating page-cache memory, the second is the write path alone.
     static func sequentialWrite(_ path: String, bytes: Int,
                                 buffer: UnsafeMutableRawBufferPointer) throws -> (write: Span, overwrite: Span) {
         defer { unlink(path) }
         let write = try writeFile(path, bytes: bytes, buffer: buffer)
         let overwrite = try writeFile(path, bytes: bytes, buffer: buffer, overwrite: true)
         return (write, overwrite)
+    }
+
+    /// Writes and removes a scratch file of `bytes`, untimed, so that the
+    /// next new-file write gets page-cache memory the machine has just freed.
+    /// Without it, on a VM whose balloon reports free pages back to the host,
+    /// a write runs at the host's page-fault speed (~0.5 GB/s here instead of
+    /// ~5) whenever its pages were freed more than a second or two before,
+    /// and the figure depends on which configuration happened to go first.
+    static func recyclePageCache(_ path: String, bytes: Int, buffer: UnsafeMutableRawBufferPointer) throws {
+        defer { unlink(path) }
+        try writeFile(path, bytes: bytes, buffer: buffer)
     }
 
     /// Reads the whole file in 1 MiB preads; returns the bytes read.
