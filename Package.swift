@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "FUSEServer", targets: ["FUSEServer"]),
         .library(name: "PassthroughFS", targets: ["PassthroughFS"]),
         .library(name: "DevFUSE", targets: ["DevFUSE"]),
+        .library(name: "DaxClient", targets: ["DaxClient", "DAX"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -36,14 +37,22 @@ let package = Package(
             "FUSEServer", "HostSystem", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The DAX window in this process and fault-safe copies out of it.
+        .target(name: "DAX", dependencies: ["FUSEServer", "HostSystem", "CLinux"]),
+        // The client side: FUSE requests, the window range manager, DAX reads and writes.
+        .target(name: "DaxClient", dependencies: [
+            "DAX", "FUSEABI", "FUSEServer", "HostSystem", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "daxfs", dependencies: [
-            "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem",
+            "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem", "DAX", "DaxClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FUSEABITests", dependencies: ["FUSEABI"]),
         .testTarget(name: "FUSEServerTests", dependencies: ["FUSEServer", "FUSEABI", "HostSystem"]),
         .testTarget(name: "PassthroughFSTests", dependencies: ["PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
+        .testTarget(name: "DAXTests", dependencies: ["DAX", "DaxClient", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "MountTests", dependencies: ["HostSystem", "CLinux"]),
     ],
     swiftLanguageModes: [.v6]

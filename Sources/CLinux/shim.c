@@ -100,3 +100,50 @@ int daxfs_thread_clear_umask(void) {
     daxfs_umask_cleared = 1;
     return 0;
 }
+
+#include <setjmp.h>
+#include <stdatomic.h>
+
+static __thread sigjmp_buf *volatile daxfs_fault_target;
+static atomic_int daxfs_fault_installed;
+
+static void daxfs_fault_handler(int signo, siginfo_t *info, void *context) {
+    (void)info; (void)context;
+    sigjmp_buf *target = daxfs_fault_target;
+    if (target != NULL) {
+        daxfs_fault_target = NULL;
+        siglongjmp(*target, 1);
+    }
+    // Not a fault inside a safe copy: die as SIGBUS would have made us.
+    signal(signo, SIG_DFL);
+    raise(signo);
+}
+
+int daxfs_install_fault_handler(void) {
+    if (atomic_exchange(&daxfs_fault_installed, 1)) return 0;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = daxfs_fault_handler;
+    sigemptyset(&action.sa_mask);
+    // SA_NODEFER: leaving the handler by siglongjmp without restoring the
+    // signal mask (sigsetjmp(…, 0) avoids a syscall per copy) must not leave
+    // SIGBUS blocked.
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    return sigaction(SIGBUS, &action, NULL);
+}
+
+size_t daxfs_safe_copy(void *dst, const void *src, size_t n) {
+    // Copy in page-sized steps so a fault reports how far we got.
+    volatile size_t done = 0;
+    sigjmp_buf target;
+    if (sigsetjmp(target, 0) != 0) return done;
+    daxfs_fault_target = &target;
+    const size_t step = 4096;
+    while (done < n) {
+        size_t chunk = n - done < step ? n - done : step;
+        memcpy((char *)dst + done, (const char *)src + done, chunk);
+        done += chunk;
+    }
+    daxfs_fault_target = NULL;
+    return done;
+}

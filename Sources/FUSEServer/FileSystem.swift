@@ -96,6 +96,11 @@ public protocol FileSystem: AnyObject, Sendable {
     /// O_TMPFILE: an unnamed file in directory `parent`.
     func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened)
     func bmap(_ ctx: RequestContext, node: NodeID, block: UInt64, blockSize: UInt32) throws(Errno) -> UInt64
+    /// A descriptor of `node`'s data for a DAX mapping (FUSE_SETUPMAPPING): the
+    /// open `handle`'s, or — when nil, as Linux always sends — one the
+    /// filesystem opens itself, read-write when `writable` (EACCES when the
+    /// file cannot be opened for writing). The filesystem may cache it.
+    func mappingDescriptor(_ ctx: RequestContext, node: NodeID, handle: FileHandle?, writable: Bool) throws(Errno) -> SharedDescriptor
 }
 
 extension FileSystem {
@@ -140,4 +145,5 @@ extension FileSystem {
     public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) { throw .notImplemented }
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened) { throw .notImplemented }
     public func bmap(_ ctx: RequestContext, node: NodeID, block: UInt64, blockSize: UInt32) throws(Errno) -> UInt64 { throw .notImplemented }
+    public func mappingDescriptor(_ ctx: RequestContext, node: NodeID, handle: FileHandle?, writable: Bool) throws(Errno) -> SharedDescriptor { throw .notImplemented }
 }

@@ -291,12 +291,20 @@ extension FUSESession {
             try fs.syncfs(ctx, node: node)
             return success(header, reply)
 
+        case .setupMapping:
+            try setupMapping(ctx, node: node, try r.read(SetupMappingIn.self))
+            return success(header, reply)
+
+        case .removeMapping:
+            try removeMappings(&r)
+            return success(header, reply)
+
         case .notifyReply:
             // Replies to NOTIFY_RETRIEVE; daxfs never sends one.
             return .none
 
         default:
-            // IOCTL, POLL, STATX, SETUPMAPPING/REMOVEMAPPING without DAX, CUSE_INIT, unknown.
+            // IOCTL, POLL, STATX, CUSE_INIT, unknown.
             throw Errno.notImplemented
         }
     }

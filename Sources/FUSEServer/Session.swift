@@ -11,7 +11,9 @@ public struct SessionOptions: Sendable {
     public var maxBackground: UInt16 = 64
     /// `congestion_threshold`: the kernel reports congestion above this many background requests.
     public var congestionThreshold: UInt16 = 48
-    /// log2 of the alignment SETUPMAPPING offsets need (FUSE_MAP_ALIGNMENT); nil = no DAX.
+    /// log2 of the alignment SETUPMAPPING offsets and lengths need, advertised
+    /// with FUSE_MAP_ALIGNMENT when the session has a DAX window. nil = the
+    /// host page size; 14 or 16 make a 4 KiB host behave like a 16 or 64 KiB one.
     public var mapAlignmentLog2: UInt16? = nil
     public init() {}
 }
@@ -28,7 +30,8 @@ public enum HostPage {
 
 /// A per-thread buffer the session writes one reply into. The transport
 /// sends `bytes[0 ..< count]` as one message.
-public final class ReplyBuffer {
+/// Used by one thread at a time; it may move between threads (a pool).
+public final class ReplyBuffer: @unchecked Sendable {
     public let storage: UnsafeMutableRawBufferPointer
     public init(capacity: Int) {
         storage = .allocate(byteCount: max(capacity, FUSEProtocol.minReadBuffer), alignment: HostPage.size)
@@ -60,6 +63,9 @@ public final class FUSESession: Sendable {
     let logger: Logger
     private let backing: (any BackingRegistry)?
     private let sink: (any NotificationSink)?
+    /// The DAX window, when the transport has one.
+    let window: (any WindowMapper)?
+    let mappingRules: MappingRules?
 
     private let negotiated = Atomic<UInt64>(0)
     private let initialized = Atomic<Bool>(false)
@@ -75,12 +81,17 @@ public final class FUSESession: Sendable {
     }
 
     public init(fileSystem: any FileSystem, options: SessionOptions = SessionOptions(), logger: Logger = Logger(label: "daxfs.session"),
-                backing: (any BackingRegistry)? = nil, notifications: (any NotificationSink)? = nil) {
+                backing: (any BackingRegistry)? = nil, notifications: (any NotificationSink)? = nil,
+                window: (any WindowMapper)? = nil) {
         self.fileSystem = fileSystem
         self.options = options
         self.logger = logger
         self.backing = backing
         self.sink = notifications
+        self.window = window
+        mappingRules = window.map {
+            MappingRules(alignmentLog2: options.mapAlignmentLog2 ?? UInt16(HostPage.size.trailingZeroBitCount), windowSize: $0.windowSize)
+        }
     }
 
     /// The capabilities agreed at INIT (empty before).
@@ -256,7 +267,7 @@ public final class FUSESession: Sendable {
         var wanted = fileSystem.wantedCapabilities
         wanted.insert(.initExt)
         wanted.insert(.maxPages)
-        if options.mapAlignmentLog2 != nil { wanted.insert(.mapAlignment) } else { wanted.remove(.mapAlignment) }
+        if mappingRules != nil { wanted.insert(.mapAlignment) } else { wanted.remove(.mapAlignment) }
         if backing == nil { wanted.remove(.passthrough) }
         var agreed = wanted.intersection(kernel)
         // The kernel refuses passthrough together with writeback caching.
@@ -277,7 +288,7 @@ public final class FUSESession: Sendable {
             pages = min(Int(options.maxPages), 32)  // FUSE_DEFAULT_MAX_PAGES_PER_REQ
         }
         out.maxWrite = UInt32(pages * HostPage.size)
-        if agreed.contains(.mapAlignment), let log2 = options.mapAlignmentLog2 { out.mapAlignment = log2 }
+        if agreed.contains(.mapAlignment), let rules = mappingRules { out.mapAlignment = rules.alignmentLog2 }
         if agreed.contains(.passthrough) { out.maxStackDepth = 1 }
         out.flags = agreed.low
         out.flags2 = agreed.contains(.initExt) ? agreed.high : 0

@@ -42,4 +42,6 @@ public struct Errno: Error, RawRepresentable, Hashable, Sendable, CustomStringCo
     public static let overflow = Errno(EOVERFLOW)
     public static let staleHandle = Errno(ESTALE)
     public static let protocolError = Errno(EPROTO)
+    public static let readOnlyFileSystem = Errno(EROFS)
+    public static let notConnected = Errno(ENOTCONN)
 }

@@ -48,6 +48,9 @@ struct InodeState: ~Copyable {
     var passthroughRefused = false
     /// POSIX lock owner → its OFD-lock descriptor.
     var lockOwners: [UInt64: OwnerLock] = [:]
+    /// Descriptors for DAX mappings (see `mappingDescriptor`).
+    var mappingRead: SharedDescriptor?
+    var mappingWrite: SharedDescriptor?
 }
 
 /// The descriptor that carries one lock owner's POSIX locks as OFD locks.

@@ -145,12 +145,12 @@ struct Harness {
         #expect(out.maxWrite == 32 * UInt32(HostPage.size))
     }
 
-    @Test func mapAlignmentOnlyWhenConfigured() throws {
+    @Test func noMapAlignmentWithoutAWindow() throws {
         var options = SessionOptions()
         options.mapAlignmentLog2 = 16
         let (_, out) = try initReply(minor: 45, flags: UInt32.max, flags2: UInt32.max, options: options)
-        #expect(out.flags & InitFlags.mapAlignment.low != 0)
-        #expect(out.mapAlignment == 16)
+        #expect(out.flags & InitFlags.mapAlignment.low == 0)
+        #expect(out.mapAlignment == 0)
     }
 
     @Test func olderThan731IsRefused() {

@@ -80,4 +80,12 @@ int daxfs_flock(int fd, int operation);
 /// used as sent. Returns 0, or -1 with errno.
 int daxfs_thread_clear_umask(void);
 
+/// Fault-safe copies for DAX windows. A window page whose file range was
+/// truncated away raises SIGBUS on access; these copies catch it on the
+/// calling thread and return the number of bytes copied before the fault.
+/// `daxfs_install_fault_handler` must run once before (idempotent). A SIGBUS
+/// outside a safe copy still kills the process as usual.
+int daxfs_install_fault_handler(void);
+size_t daxfs_safe_copy(void *dst, const void *src, size_t n);
+
 #endif

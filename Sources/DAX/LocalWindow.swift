@@ -1,0 +1,63 @@
+import CLinux
+import FUSEServer
+import Glibc
+import HostSystem
+
+/// A DAX window in this process's address space: a reserved range that
+/// mappings of host files are placed into with mmap(MAP_FIXED). The embedded
+/// transport hands the same object to the server (which maps) and the client
+/// (which reads and writes through `base`).
+public final class LocalWindow: WindowMapper, @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    public let windowSize: UInt64
+
+    /// Reserves `size` bytes of inaccessible address space (no memory is committed).
+    public init(size: UInt64) throws(Errno) {
+        guard size > 0, size % UInt64(HostPage.size) == 0, size <= UInt64(Int.max) else { throw .invalidArgument }
+        let address = mmap(nil, Int(size), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let address, address != MAP_FAILED else { throw Errno(daxfs_errno()) }
+        base = address
+        windowSize = size
+        _ = daxfs_install_fault_handler()
+    }
+
+    deinit { munmap(base, Int(windowSize)) }
+
+    public func map(fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
+        try checkBounds(windowOffset, length)
+        guard fileOffset <= UInt64(Int64.max) else { throw .invalidArgument }
+        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
+        let target = base + Int(windowOffset)
+        let result = mmap(target, Int(length), prot, MAP_SHARED | MAP_FIXED, fd, off_t(fileOffset))
+        guard result == target else {
+            let error = Errno(daxfs_errno())
+            // A failed MAP_FIXED may have removed what was there; leave the range inaccessible.
+            try? unmap(windowOffset: windowOffset, length: length)
+            throw error
+        }
+    }
+
+    public func unmap(windowOffset: UInt64, length: UInt64) throws(Errno) {
+        try checkBounds(windowOffset, length)
+        let target = base + Int(windowOffset)
+        let result = mmap(target, Int(length), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+        guard result == target else { throw Errno(daxfs_errno()) }
+    }
+
+    private func checkBounds(_ offset: UInt64, _ length: UInt64) throws(Errno) {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard length > 0, !overflow, end <= windowSize, offset % UInt64(HostPage.size) == 0 else { throw .invalidArgument }
+    }
+}
+
+/// Copies that survive a window page whose file was truncated underneath:
+/// they return how many bytes were copied before the fault instead of
+/// letting SIGBUS kill the process.
+public enum FaultSafeCopy {
+    /// Copies `count` bytes; returns fewer when a source or destination page faulted.
+    @inline(__always)
+    public static func copy(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count: Int) -> Int {
+        guard count > 0 else { return 0 }
+        return daxfs_safe_copy(destination, source, count)
+    }
+}

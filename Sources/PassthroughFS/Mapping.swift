@@ -1,0 +1,45 @@
+import FUSEServer
+import Glibc
+import HostSystem
+
+extension PassthroughFS {
+    /// DAX mappings reuse one descriptor per inode and access mode, opened on
+    /// the first SETUPMAPPING and closed with the inode: reopening on every
+    /// request would add an open(2) to each mapping's latency.
+    public func mappingDescriptor(_ ctx: RequestContext, node: NodeID, handle: FileHandle?, writable: Bool) throws(Errno) -> SharedDescriptor {
+        let inode: Inode
+        if let handle {
+            let file = try openFile(handle)
+            guard file.inode.id == node || node.rawValue == 0 else { throw .badFileDescriptor }
+            if writable && !file.canWrite { throw .permissionDenied }
+            inode = file.inode
+        } else {
+            inode = try self.inode(node)
+        }
+        guard inode.isRegular else { throw .noDevice }  // mmap(2) of a non-regular file
+        if let cached = inode.state.withLock({ writable ? $0.mappingWrite : ($0.mappingWrite ?? $0.mappingRead) }) {
+            return cached
+        }
+        let fd: Int32
+        do {
+            fd = try reopen(inode.fd, flags: writable ? O_RDWR : O_RDONLY)
+        } catch {
+            // A writable mapping of a file that cannot be written is refused as such.
+            if writable && (error == .readOnlyFileSystem || error == .notPermitted || error == .permissionDenied) {
+                throw .permissionDenied
+            }
+            throw error
+        }
+        let descriptor = SharedDescriptor(adopting: fd)
+        return inode.state.withLock { state in
+            if writable {
+                if let raced = state.mappingWrite { return raced }
+                state.mappingWrite = descriptor
+            } else {
+                if let raced = state.mappingRead { return raced }
+                state.mappingRead = descriptor
+            }
+            return descriptor
+        }
+    }
+}
