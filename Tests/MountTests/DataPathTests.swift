@@ -31,6 +31,110 @@ struct DataPathTests {
         }
     }
 
+    /// Changes made directly on the host show through the mount: contents on
+    /// the next open, names and sizes within the cache timeout.
+    @Test(arguments: Mode.allCases, ["auto", "never"])
+    func hostChangesShowThrough(mode: Mode, cache: String) throws {
+        try withMount(mode, arguments: ["--cache=\(cache)"]) { mount in
+            try writeFile(mount.host("f"), pattern(8192, seed: 80))
+            #expect(try readFile(mount.mnt("f")).get() == pattern(8192, seed: 80))
+            // Same size, new contents: visible on the next open.
+            try pwriteHost(mount.host("f"), pattern(8192, seed: 81), at: 0)
+            #expect(try readFile(mount.mnt("f")).get() == pattern(8192, seed: 81), "contents after a same-size host write")
+            // Grown on the host.
+            try pwriteHost(mount.host("f"), pattern(100, seed: 82), at: 8192)
+            #expect(waitUntil(seconds: 3) { fileStat(mount.mnt("f"))?.st_size == 8292 }, "size after the host grew the file")
+            #expect(try readFile(mount.mnt("f")).get() == pattern(8192, seed: 81) + pattern(100, seed: 82))
+            // Replaced by a new file under the same name.
+            try must("unlink on host") { unlink(mount.host("f")) }
+            try writeFile(mount.host("f"), pattern(10, seed: 83))
+            #expect(waitUntil(seconds: 3) { (try? readFile(mount.mnt("f")).get()) == pattern(10, seed: 83) }, "the new file behind the old name")
+            // New and removed names.
+            try writeFile(mount.host("new"), [1])
+            try must("unlink on host") { unlink(mount.host("f")) }
+            #expect(waitUntil(seconds: 3) { directoryNames(mount.mnt("")) == ["new"] }, "listing: \(directoryNames(mount.mnt("")) ?? [])")
+            #expect(waitUntil(seconds: 3) { fileStat(mount.mnt("f")) == nil })
+        }
+    }
+
+    /// Threads create, rename, stat and remove files in one directory while
+    /// the kernel drops its dentry and inode caches (so daxfs gets FORGETs and
+    /// fresh LOOKUPs for the same names); the end state must be exact.
+    @Test(arguments: Mode.allCases)
+    func metadataChurnWithCacheDrops(mode: Mode) throws {
+        try withMount(mode) { mount in
+            let directory = mount.mnt("churn")
+            try must("mkdir") { mkdir(directory, 0o755) }
+            let failures = FailureList()
+            let threads = try (0 ..< 4).map { worker in
+                try OSThread(name: "churn-\(worker)") {
+                    for round in 0 ..< 300 {
+                        let name = "\(directory)/w\(worker)-\(round % 20)"
+                        let fd = open(name, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+                        guard fd >= 0 else { return failures.add("create \(name): \(errnoName(errno))") }
+                        let data = Array("\(worker):\(round)".utf8)
+                        _ = pwriteAll(fd, data, at: 0)
+                        close(fd)
+                        if rename(name, name + ".r") != 0 { return failures.add("rename \(name): \(errnoName(errno))") }
+                        if (try? readFile(name + ".r").get()) != data { return failures.add("read back \(name).r") }
+                        if round % 3 == 0, unlink(name + ".r") != 0 { return failures.add("unlink \(name).r: \(errnoName(errno))") }
+                    }
+                }
+            }
+            let dropper = try OSThread(name: "drop-caches") {
+                for _ in 0 ..< 20 {
+                    dropCaches()
+                    usleep(20_000)
+                }
+            }
+            threads.forEach { $0.join() }
+            dropper.join()
+            #expect(failures.all.isEmpty, "\(failures.all.prefix(5))")
+            dropCaches()
+            // Round r of worker w leaves "w-(r%20).r" unless r%3 == 0 for its last round r in 280..<300.
+            var expected: [String] = []
+            for worker in 0 ..< 4 {
+                for slot in 0 ..< 20 where (280 + slot) % 3 != 0 { expected.append("w\(worker)-\(slot).r") }
+            }
+            #expect(directoryNames(directory) == expected.sorted())
+            #expect(directoryNames(mount.host("churn")) == expected.sorted())
+            for name in expected {
+                let round = 280 + Int(name.split(separator: "-")[1].dropLast(2))!
+                let worker = name.dropFirst().prefix { $0 != "-" }
+                #expect(try readFile(directory + "/" + name).get() == Array("\(worker):\(round)".utf8), "\(name)")
+            }
+        }
+    }
+
+    /// daxfs releases what it holds for inodes and open files once the kernel
+    /// forgets them: its descriptor count returns to where it started.
+    @Test(arguments: Mode.allCases)
+    func noDescriptorLeaks(mode: Mode) throws {
+        try withMount(mode) { mount in
+            let pid = mount.process.processIdentifier
+            func descriptors() -> Int { directoryNames("/proc/\(pid)/fd")?.count ?? -1 }
+            dropCaches()
+            let baseline = descriptors()
+            try must("mkdir") { mkdir(mount.mnt("many"), 0o755) }
+            for index in 0 ..< 2000 {
+                let fd = try must("create") { open(mount.mnt("many/\(index)"), O_CREAT | O_RDWR, 0o644) }
+                _ = pwriteAll(Int32(fd), [1, 2, 3], at: 0)
+                close(Int32(fd))
+                _ = fileStat(mount.mnt("many/\(index)"))
+            }
+            for _ in 0 ..< 3 {
+                for index in 0 ..< 2000 where index % 4 == 0 { _ = try readFile(mount.mnt("many/\(index)")).get() }
+            }
+            let busy = descriptors()
+            dropCaches()
+            let settled = waitUntil(seconds: 5) { descriptors() <= baseline + 16 }
+            #expect(settled, "daxfs holds \(descriptors()) descriptors after the kernel forgot everything (baseline \(baseline), \(busy) while busy)")
+            for index in 0 ..< 2000 { try must("unlink") { unlink(mount.mnt("many/\(index)")) } }
+            dropCaches()
+            #expect(waitUntil(seconds: 5) { descriptors() <= baseline + 16 }, "after unlinking: \(descriptors()) descriptors (baseline \(baseline))")
+        }
+    }
+
     /// Four threads write disjoint 4 MiB regions of one file at once.
     @Test(arguments: Mode.allCases)
     func concurrentWritersOnOneFile(mode: Mode) throws {
@@ -153,6 +257,15 @@ struct DataPathTests {
             #expect(try readFile(mount.mnt("mapped")).get() == expected, "read through the mount")
         }
     }
+}
+
+/// Asks the kernel to drop clean dentries and inodes (root only), which
+/// makes it send FORGETs for everything not in use.
+func dropCaches() {
+    let fd = open("/proc/sys/vm/drop_caches", O_WRONLY)
+    guard fd >= 0 else { return }
+    _ = write(fd, "2", 1)
+    close(fd)
 }
 
 /// Failures collected from worker threads.

@@ -23,10 +23,11 @@ enum MountEnvironment {
         return nil
     }()
 
-    static var canMount: Bool {
-        if let skipReason { print("skipping mount test: \(skipReason)") }
+    /// Whether mount tests run; says why once when they are skipped.
+    static let canMount: Bool = {
+        if let skipReason { print("skipping the mount tests: \(skipReason)") }
         return skipReason == nil
-    }
+    }()
 
     /// `$DAXFS_BIN`, else `daxfs` next to the test runner in the build products.
     static let daxfsBinary: String = {
@@ -142,6 +143,7 @@ final class DaxfsMount {
     let logPath: String
     let process = Process()
     private var stopped = false
+    private var exitChecked = false
     /// Kills daxfs if the test hangs in a FUSE call, so the call fails with
     /// ENOTCONN instead of hanging the whole run.
     private var watchdog: DispatchWorkItem?
@@ -162,8 +164,15 @@ final class DaxfsMount {
         }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["mount", shared, mountpoint] + mode.arguments + extraArguments
+        let arguments = ["mount", shared, mountpoint] + mode.arguments + extraArguments
+        if let setpriv = which("setpriv") {
+            // If the test runner dies, daxfs gets SIGTERM and unmounts instead of lingering.
+            process.executableURL = URL(fileURLWithPath: setpriv)
+            process.arguments = ["--pdeathsig", "TERM", binary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+        }
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
@@ -182,7 +191,7 @@ final class DaxfsMount {
             let why = process.isRunning ? "not mounted after \(Self.readyTimeout) s" : "exited with status \(process.terminationStatus) before mounting"
             let text = output
             cleanUpAfterFailure()
-            throw HarnessError("daxfs \(process.arguments!.joined(separator: " ")): \(why)\n--- daxfs output ---\n\(text)")
+            throw HarnessError("daxfs \(arguments.joined(separator: " ")): \(why)\n--- daxfs output ---\n\(text)")
         }
         let pid = process.processIdentifier
         let watchdog = DispatchWorkItem {
@@ -208,15 +217,17 @@ final class DaxfsMount {
         guard !stopped else { return }
         stopped = true
         watchdog?.cancel()
-        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
-        waitForExit(sourceLocation: sourceLocation)
+        if !exitChecked {
+            if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+            waitForExit(sourceLocation: sourceLocation)
+        }
         #expect(!MountTable.isDaxfsMounted(at: mountpoint), "\(mountpoint) still mounted after daxfs exited", sourceLocation: sourceLocation)
         cleanUpAfterFailure()
     }
 
     /// Waits for daxfs to exit by itself (after `umount`, say) and checks status 0.
     func waitForExit(sourceLocation: SourceLocation = #_sourceLocation) {
-        stopped = true
+        exitChecked = true
         watchdog?.cancel()
         let exited = waitUntil(seconds: Self.exitTimeout) { !process.isRunning }
         if !exited {

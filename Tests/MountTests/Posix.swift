@@ -44,7 +44,7 @@ private let errnoNames: [Int32: String] = [
     ESPIPE: "ESPIPE", EROFS: "EROFS", EMLINK: "EMLINK", ERANGE: "ERANGE", ENAMETOOLONG: "ENAMETOOLONG",
     ENOSYS: "ENOSYS", ENOTEMPTY: "ENOTEMPTY", ELOOP: "ELOOP", ENODATA: "ENODATA", EOPNOTSUPP: "EOPNOTSUPP",
     EOVERFLOW: "EOVERFLOW", ESTALE: "ESTALE", ENOTCONN: "ENOTCONN", EPROTO: "EPROTO", ETXTBSY: "ETXTBSY",
-    EDEADLK: "EDEADLK", ENOLCK: "ENOLCK",
+    EDEADLK: "EDEADLK", ENOLCK: "ENOLCK", E2BIG: "E2BIG",
 ]
 
 func errnoName(_ code: Int32) -> String { errnoNames[code] ?? "errno \(code)" }
@@ -253,6 +253,8 @@ func treeSnapshot(_ root: String, directorySizes: Bool = false) -> [String] {
                 line += " -> \((try? readLink(full).get()) ?? "?")"
             case S_IFDIR:
                 if directorySizes { line += " size=\(info.st_size)" }
+            case S_IFCHR, S_IFBLK:
+                line += " rdev=\(info.st_rdev)"
             default: break
             }
             if info.st_mode & S_IFMT != S_IFLNK, case .success(let names) = Xattr.names(full, follow: false) {

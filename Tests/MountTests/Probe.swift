@@ -16,7 +16,7 @@ final class Probe {
     /// `name` below the root; absolute paths pass through.
     func path(_ name: String) -> String { name.hasPrefix("/") ? name : root + "/" + name }
 
-    func note(_ line: String) { log.append(line) }
+    func note(_ line: String) { log.append(compressRuns(line)) }
 
     /// Logs `label = result` and returns the result.
     @discardableResult
@@ -98,6 +98,7 @@ final class Probe {
         }
         var line = "\(follow ? "stat" : "lstat")(\(name)) = \(fileType(info.st_mode)) \(String(info.st_mode & 0o7777, radix: 8)) nlink \(info.st_nlink) owner \(info.st_uid):\(info.st_gid)"
         if info.st_mode & S_IFMT != S_IFDIR { line += " size \(info.st_size)" }
+        if [S_IFCHR, S_IFBLK].contains(info.st_mode & S_IFMT) { line += " rdev \(daxfs_major(UInt64(info.st_rdev))):\(daxfs_minor(UInt64(info.st_rdev)))" }
         if times {
             line += " atime \(info.st_atim.tv_sec).\(info.st_atim.tv_nsec) mtime \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
         }
@@ -174,6 +175,26 @@ func compareWithHost(_ mode: Mode, arguments: [String] = [], sourceLocation: Sou
         expectSameLines(treeSnapshot(mount.shared), expectedTree, "shared directory vs host reference", sourceLocation: sourceLocation)
         expectSameLines(treeSnapshot(mount.mountpoint), expectedTree, "tree seen through the mount vs host reference", sourceLocation: sourceLocation)
     }
+}
+
+/// Shortens runs of 16 or more equal characters ("nnnn…" → "n×255") so long
+/// names and values stay readable in logs.
+func compressRuns(_ line: String) -> String {
+    var out = "", run: (Character, Int)? = nil
+    func flush() {
+        guard let (character, count) = run else { return }
+        out += count >= 16 ? "\(character)×\(count)" : String(repeating: character, count: count)
+    }
+    for character in line {
+        if let (current, count) = run, current == character {
+            run = (current, count + 1)
+        } else {
+            flush()
+            run = (character, 1)
+        }
+    }
+    flush()
+    return out
 }
 
 /// renameat2(2) with AT_FDCWD.
