@@ -147,3 +147,25 @@ size_t daxfs_safe_copy(void *dst, const void *src, size_t n) {
     daxfs_fault_target = NULL;
     return done;
 }
+
+static __thread unsigned int daxfs_current_uid = 0, daxfs_current_gid = 0;
+static __thread int daxfs_groups_dropped = 0;
+
+int daxfs_become(unsigned int uid, unsigned int gid) {
+    if (uid == daxfs_current_uid && gid == daxfs_current_gid) return 0;
+    if (uid != 0 && !daxfs_groups_dropped) {
+        if (syscall(SYS_setgroups, 0, NULL) != 0) return -1;
+        daxfs_groups_dropped = 1;
+    }
+    if (gid != daxfs_current_gid) {
+        setfsgid(gid);
+        if ((unsigned int)setfsgid((gid_t)-1) != gid) { errno = EPERM; return -1; }
+        daxfs_current_gid = gid;
+    }
+    if (uid != daxfs_current_uid) {
+        setfsuid(uid);
+        if ((unsigned int)setfsuid((uid_t)-1) != uid) { errno = EPERM; return -1; }
+        daxfs_current_uid = uid;
+    }
+    return 0;
+}

@@ -42,6 +42,7 @@ struct DirectoryCursor {
 
 extension PassthroughFS {
     public func opendir(_ ctx: RequestContext, node: NodeID, flags: UInt32) throws(Errno) -> Opened {
+        try become(ctx)
         let inode = try inode(node)
         guard inode.isDirectory else { throw .notDirectory }
         let fd = try Syscall.openat(inode.fd, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY)
@@ -60,11 +61,13 @@ extension PassthroughFS {
     }
 
     public func fsyncdir(_ ctx: RequestContext, node: NodeID, handle: FileHandle, datasync: Bool) throws(Errno) {
+        try become(ctx)
         guard let directory = handles.withLock({ $0.directories[handle.rawValue] }) else { throw .badFileDescriptor }
         if datasync { try Syscall.fdatasync(directory.fd) } else { try Syscall.fsync(directory.fd) }
     }
 
     public func readdir(_ ctx: RequestContext, node: NodeID, handle: FileHandle, offset: UInt64, writer: inout DirectoryWriter) throws(Errno) {
+        try become(ctx)
         guard let directory = handles.withLock({ $0.directories[handle.rawValue] }) else { throw .badFileDescriptor }
         try directory.cursor.withLock { cursor throws(Errno) in
             try fill(&writer, from: directory, cursor: &cursor, offset: offset)

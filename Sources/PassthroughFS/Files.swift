@@ -53,6 +53,7 @@ extension PassthroughFS {
     static let droppedCreateFlags: Int32 = O_NOCTTY | DAXFS_O_DIRECT
 
     public func open(_ ctx: RequestContext, node: NodeID, flags: UInt32, killSuidgid: Bool) throws(Errno) -> Opened {
+        try become(ctx)
         let inode = try inode(node)
         // Reopening a symlink through /proc would open the symlink inode itself.
         if inode.isSymlink { throw .loop }
@@ -67,6 +68,7 @@ extension PassthroughFS {
     }
 
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, umask: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
+        try become(ctx)
         let directory = try inode(parent)
         prepareToCreate()
         let openFlags = (Int32(bitPattern: flags) | O_CREAT | DAXFS_O_NOFOLLOW) & ~Self.droppedCreateFlags
@@ -77,6 +79,7 @@ extension PassthroughFS {
     }
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened) {
+        try become(ctx)
         let directory = try inode(parent)
         prepareToCreate()
         // O_TMPFILE refuses O_CREAT; "." relative to the O_PATH parent names the directory.
@@ -210,6 +213,7 @@ extension PassthroughFS {
     }
 
     public func read(_ ctx: RequestContext, node: NodeID, handle: FileHandle, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, lockOwner: UInt64?) throws(Errno) -> Int {
+        try become(ctx)
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw .invalidArgument }
         var done = 0
@@ -230,6 +234,7 @@ extension PassthroughFS {
     }
 
     public func write(_ ctx: RequestContext, node: NodeID, handle: FileHandle, offset: UInt64, data: UnsafeRawBufferPointer, writeFlags: UInt32, lockOwner: UInt64?) throws(Errno) -> Int {
+        try become(ctx)
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw .invalidArgument }
         guard Int64(offset).addingReportingOverflow(Int64(data.count)).overflow == false else { throw .fileTooLarge }
@@ -250,6 +255,7 @@ extension PassthroughFS {
     }
 
     public func flush(_ ctx: RequestContext, node: NodeID, handle: FileHandle, lockOwner: UInt64) throws(Errno) {
+        try become(ctx)
         let file = try openFile(handle)
         // close(2) drops all POSIX locks the closing process holds on the file.
         let owner = file.inode.state.withLock { $0.lockOwners.removeValue(forKey: lockOwner) }
@@ -264,11 +270,13 @@ extension PassthroughFS {
     }
 
     public func fsync(_ ctx: RequestContext, node: NodeID, handle: FileHandle, datasync: Bool) throws(Errno) {
+        try become(ctx)
         let file = try openFile(handle)
         if datasync { try Syscall.fdatasync(file.fd) } else { try Syscall.fsync(file.fd) }
     }
 
     public func fallocate(_ ctx: RequestContext, node: NodeID, handle: FileHandle, offset: UInt64, length: UInt64, mode: UInt32) throws(Errno) {
+        try become(ctx)
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max), length <= UInt64(Int64.max) else { throw .invalidArgument }
         guard Int64(offset).addingReportingOverflow(Int64(length)).overflow == false else { throw .fileTooLarge }
@@ -276,6 +284,7 @@ extension PassthroughFS {
     }
 
     public func lseek(_ ctx: RequestContext, node: NodeID, handle: FileHandle, offset: UInt64, whence: UInt32) throws(Errno) -> UInt64 {
+        try become(ctx)
         let file = try openFile(handle)
         switch Int32(bitPattern: whence) {
         case SEEK_SET, SEEK_CUR, SEEK_END, DAXFS_SEEK_DATA, DAXFS_SEEK_HOLE: break
@@ -288,6 +297,7 @@ extension PassthroughFS {
 
     public func copyFileRange(_ ctx: RequestContext, nodeIn: NodeID, handleIn: FileHandle, offsetIn: UInt64,
                               nodeOut: NodeID, handleOut: FileHandle, offsetOut: UInt64, length: UInt64, flags: UInt64) throws(Errno) -> UInt64 {
+        try become(ctx)
         guard flags == 0 else { throw .invalidArgument }
         let input = try openFile(handleIn)
         let output = try openFile(handleOut)

@@ -131,6 +131,7 @@ extension PassthroughFS {
     }
 
     public func lookup(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) -> Entry {
+        try become(ctx)
         let directory = try inode(parent)
         do {
             let (found, st) = try name.withCString { name throws(Errno) in try lookupReference(parent: directory, name: name) }

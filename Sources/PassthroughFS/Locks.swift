@@ -14,6 +14,7 @@ import HostSystem
 /// that an interrupted request can answer EINTR.
 extension PassthroughFS {
     public func getlk(_ ctx: RequestContext, node: NodeID, handle: FileHandle, owner: UInt64, lock: LockRange) throws(Errno) -> LockRange {
+        try become(ctx)
         let file = try openFile(handle)
         var probe = try Self.recordLock(lock)
         guard probe.type != Int16(F_UNLCK) else { throw .invalidArgument }
@@ -40,6 +41,7 @@ extension PassthroughFS {
     }
 
     public func setlk(_ ctx: RequestContext, node: NodeID, handle: FileHandle, owner: UInt64, lock: LockRange, wait: Bool, isFlock: Bool) throws(Errno) {
+        try become(ctx)
         let file = try openFile(handle)
         if isFlock { return try flock(ctx, file: file, lock: lock, wait: wait) }
         var record = try Self.recordLock(lock)

@@ -7,6 +7,7 @@ extension PassthroughFS {
     /// the first SETUPMAPPING and closed with the inode: reopening on every
     /// request would add an open(2) to each mapping's latency.
     public func mappingDescriptor(_ ctx: RequestContext, node: NodeID, handle: FileHandle?, writable: Bool) throws(Errno) -> SharedDescriptor {
+        try become(ctx)
         let inode: Inode
         if let handle {
             let file = try openFile(handle)

@@ -7,6 +7,7 @@ import HostSystem
 /// Attributes, names and directory structure.
 extension PassthroughFS {
     public func getattr(_ ctx: RequestContext, node: NodeID, handle: FileHandle?) throws(Errno) -> AttrReply {
+        try become(ctx)
         let inode = try inode(node)
         let file = handle.flatMap { handle in handles.withLock { $0.files[handle.rawValue] } }
         // fstat works on O_PATH descriptors and never follows a symlink.
@@ -15,6 +16,7 @@ extension PassthroughFS {
     }
 
     public func setattr(_ ctx: RequestContext, node: NodeID, _ request: SetattrRequest) throws(Errno) -> AttrReply {
+        try become(ctx)
         let inode = try inode(node)
         let file = request.handle.flatMap { handle in handles.withLock { $0.files[handle.rawValue] } }
 
@@ -61,6 +63,7 @@ extension PassthroughFS {
     }
 
     public func readlink(_ ctx: RequestContext, node: NodeID) throws(Errno) -> [UInt8] {
+        try become(ctx)
         let inode = try inode(node)
         guard inode.isSymlink else { throw .invalidArgument }
         // One byte more than PATH_MAX tells a full buffer from a complete target.
@@ -72,6 +75,7 @@ extension PassthroughFS {
     }
 
     public func symlink(_ ctx: RequestContext, parent: NodeID, name: FileName, target: CStringArg) throws(Errno) -> Entry {
+        try become(ctx)
         let directory = try inode(parent)
         return try name.withCString { name throws(Errno) in
             try target.withCString { target throws(Errno) in try Syscall.symlinkat(target, directory.fd, name) }
@@ -81,6 +85,7 @@ extension PassthroughFS {
     }
 
     public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, umask: UInt32) throws(Errno) -> Entry {
+        try become(ctx)
         let directory = try inode(parent)
         prepareToCreate()
         return try name.withCString { name throws(Errno) in
@@ -91,6 +96,7 @@ extension PassthroughFS {
     }
 
     public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
+        try become(ctx)
         let directory = try inode(parent)
         prepareToCreate()
         return try name.withCString { name throws(Errno) in
@@ -101,16 +107,19 @@ extension PassthroughFS {
     }
 
     public func unlink(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        try become(ctx)
         let directory = try inode(parent)
         try name.withCString { name throws(Errno) in try Syscall.unlinkat(directory.fd, name, flags: 0) }
     }
 
     public func rmdir(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        try become(ctx)
         let directory = try inode(parent)
         try name.withCString { name throws(Errno) in try Syscall.unlinkat(directory.fd, name, flags: DAXFS_AT_REMOVEDIR) }
     }
 
     public func rename(_ ctx: RequestContext, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
+        try become(ctx)
         let known = DAXFS_RENAME_NOREPLACE | DAXFS_RENAME_EXCHANGE | DAXFS_RENAME_WHITEOUT
         guard flags & ~known == 0 else { throw .invalidArgument }
         let from = try inode(parent)
@@ -121,6 +130,7 @@ extension PassthroughFS {
     }
 
     public func link(_ ctx: RequestContext, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
+        try become(ctx)
         let inode = try inode(node)
         let directory = try self.inode(newParent)
         try newName.withCString { name throws(Errno) in
@@ -138,6 +148,7 @@ extension PassthroughFS {
     }
 
     public func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> StatfsReply {
+        try become(ctx)
         let inode = try inode(node)
         let vfs = try Syscall.fstatvfs(inode.fd)
         var reply = StatfsReply()
@@ -149,14 +160,18 @@ extension PassthroughFS {
     }
 
     public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) {
+        try become(ctx)
         let inode = try inode(node)
         guard mask & ~UInt32(R_OK | W_OK | X_OK) == 0 else { throw .invalidArgument }
+        // AT_EACCESS: check with the thread's fsuid/fsgid (the caller's, see
+        // `become`); plain access(2) would use the process's real uid (root).
         try withProcName(inode.fd) { name throws(Errno) in
-            try Syscall.faccessat(procSelfFD, name, mode: Int32(mask), flags: 0)
+            try Syscall.faccessat(procSelfFD, name, mode: Int32(mask), flags: AT_EACCESS)
         }
     }
 
     public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
+        try become(ctx)
         try Syscall.syncfs(rootReadFD)
     }
 }

@@ -299,3 +299,13 @@ extension Attr {
         return ((major & 0xfff) << 8) | ((major & ~0xfff) << 32) | (minor & 0xff) | ((minor & ~0xff) << 12)
     }
 }
+
+extension PassthroughFS {
+    /// Runs the rest of the request with the caller's filesystem uid and gid
+    /// on this thread, so the host kernel checks permissions and assigns
+    /// ownership exactly as for the caller. Free when they are unchanged.
+    @inline(__always)
+    func become(_ ctx: RequestContext) throws(Errno) {
+        _ = try Syscall.call { daxfs_become(ctx.uid, ctx.gid) }
+    }
+}

@@ -7,6 +7,7 @@ import HostSystem
 /// symlink (like the l*xattr calls), never its target.
 extension PassthroughFS {
     public func setxattr(_ ctx: RequestContext, node: NodeID, name: CStringArg, value: UnsafeRawBufferPointer, flags: UInt32, setxattrFlags: UInt32) throws(Errno) {
+        try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
         try withProcPath(inode.fd) { path throws(Errno) in
@@ -17,6 +18,7 @@ extension PassthroughFS {
     }
 
     public func getxattr(_ ctx: RequestContext, node: NodeID, name: CStringArg, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        try become(ctx)
         // ENOSYS: the kernel answers EOPNOTSUPP from now on without asking.
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
@@ -29,6 +31,7 @@ extension PassthroughFS {
     }
 
     public func listxattr(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
         return try withProcPath(inode.fd) { path throws(Errno) in
@@ -37,6 +40,7 @@ extension PassthroughFS {
     }
 
     public func removexattr(_ ctx: RequestContext, node: NodeID, name: CStringArg) throws(Errno) {
+        try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
         try withProcPath(inode.fd) { path throws(Errno) in

@@ -80,6 +80,12 @@ int daxfs_flock(int fd, int operation);
 /// used as sent. Returns 0, or -1 with errno.
 int daxfs_thread_clear_umask(void);
 
+/// Makes the calling thread's filesystem credentials (fsuid, fsgid) those of
+/// a request's caller; a no-op when they already are. The first switch away
+/// from root drops the thread's supplementary groups (raw setgroups: only this
+/// thread). Returns 0, or -1 with errno when the kernel refused.
+int daxfs_become(unsigned int uid, unsigned int gid);
+
 /// Fault-safe copies for DAX windows. A window page whose file range was
 /// truncated away raises SIGBUS on access; these copies catch it on the
 /// calling thread and return the number of bytes copied before the fault.
