@@ -44,8 +44,15 @@ let package = Package(
             "DAX", "FUSEABI", "FUSEServer", "HostSystem", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Guest memory tables and split virtqueues, every address bounds-checked.
+        .target(name: "Virtio", dependencies: ["HostSystem", "CLinux"]),
+        // vhost-user: the backend (daxfs serve) and its virtio-fs device.
+        .target(name: "VhostUser", dependencies: [
+            "Virtio", "FUSEServer", "FUSEABI", "HostSystem", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "daxfs", dependencies: [
-            "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem", "DAX", "DaxClient",
+            "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem", "DAX", "DaxClient", "VhostUser",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -169,3 +169,67 @@ int daxfs_become(unsigned int uid, unsigned int gid) {
     }
     return 0;
 }
+
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+long daxfs_send_with_fds(int sock, const void *buffer, size_t length, const int *fds, int nfds) {
+    struct iovec iov = { .iov_base = (void *)buffer, .iov_len = length };
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    char control[CMSG_SPACE(sizeof(int) * 8)];
+    if (nfds > 8) { errno = EINVAL; return -1; }
+    if (nfds > 0) {
+        memset(control, 0, sizeof control);
+        message.msg_control = control;
+        message.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+        header->cmsg_level = SOL_SOCKET;
+        header->cmsg_type = SCM_RIGHTS;
+        header->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(header), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(sock, &message, MSG_NOSIGNAL);
+}
+
+long daxfs_recv_with_fds(int sock, void *buffer, size_t length, int *fds, int maxfds, int *nfds) {
+    struct iovec iov = { .iov_base = buffer, .iov_len = length };
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    char control[CMSG_SPACE(sizeof(int) * 16)];
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    *nfds = 0;
+    long result = recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
+    if (result < 0) return result;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *received = (int *)CMSG_DATA(header);
+        for (int i = 0; i < count; i++) {
+            if (*nfds < maxfds) fds[(*nfds)++] = received[i];
+            else close(received[i]);
+        }
+    }
+    if (message.msg_flags & MSG_CTRUNC) {
+        for (int i = 0; i < *nfds; i++) close(fds[i]);
+        *nfds = 0;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return result;
+}
+
+int daxfs_eventfd(unsigned int initial, int flags) { return eventfd(initial, flags); }
+
+uint16_t daxfs_load_acquire_u16(const volatile void *address) {
+    return __atomic_load_n((const volatile uint16_t *)address, __ATOMIC_ACQUIRE);
+}
+void daxfs_store_release_u16(volatile void *address, uint16_t value) {
+    __atomic_store_n((volatile uint16_t *)address, value, __ATOMIC_RELEASE);
+}
+void daxfs_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

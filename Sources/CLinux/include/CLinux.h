@@ -86,6 +86,20 @@ int daxfs_thread_clear_umask(void);
 /// thread). Returns 0, or -1 with errno when the kernel refused.
 int daxfs_become(unsigned int uid, unsigned int gid);
 
+/// Unix-socket messages with descriptors (SCM_RIGHTS), whose cmsg macros
+/// Swift cannot import. Return bytes sent/received or -1 with errno; on
+/// receive, `*nfds` is set to the number of descriptors taken (extra ones are closed).
+long daxfs_send_with_fds(int sock, const void *buffer, size_t length, const int *fds, int nfds);
+long daxfs_recv_with_fds(int sock, void *buffer, size_t length, int *fds, int maxfds, int *nfds);
+int daxfs_eventfd(unsigned int initial, int flags);
+static const int DAXFS_EFD_CLOEXEC = 02000000;
+static const int DAXFS_EFD_NONBLOCK = 04000;
+
+/// Ring-index accesses shared with another process (virtqueues).
+uint16_t daxfs_load_acquire_u16(const volatile void *address);
+void daxfs_store_release_u16(volatile void *address, uint16_t value);
+void daxfs_fence(void);
+
 /// Fault-safe copies for DAX windows. A window page whose file range was
 /// truncated away raises SIGBUS on access; these copies catch it on the
 /// calling thread and return the number of bytes copied before the fault.

@@ -1,0 +1,363 @@
+import CLinux
+import FUSEABI
+import FUSEServer
+import Glibc
+import HostSystem
+import Logging
+import Virtio
+
+/// Settings of the vhost-user-fs backend.
+public struct FSBackendOptions: Sendable {
+    /// Worker threads for requests; 0 handles them on each queue's thread.
+    public var threadPoolSize = 0
+    /// Request queues offered (GET_QUEUE_NUM reports this plus the hiprio queue).
+    public var requestQueues = 16
+    /// Size of the DAX cache window offered in GET_SHMEM_CONFIG (shmid 0); 0 = no DAX.
+    public var cacheSize: UInt64 = 0
+    public var session = SessionOptions()
+    public init() {}
+}
+
+/// A vhost-user backend serving one frontend connection at a time: the
+/// control messages set up guest memory and virtqueues; the virtio-fs device
+/// turns each request chain into a FUSE request for a fresh `FUSESession`.
+public final class VhostUserFSBackend: @unchecked Sendable {
+    public typealias FileSystemFactory = @Sendable () throws(Errno) -> any FileSystem
+    private let makeFileSystem: FileSystemFactory
+    private let options: FSBackendOptions
+    private let logger: Logger
+
+    public init(options: FSBackendOptions, logger: Logger = Logger(label: "daxfs.vhost"), fileSystem: @escaping FileSystemFactory) {
+        self.options = options
+        self.logger = logger
+        makeFileSystem = fileSystem
+    }
+
+    static let offeredFeatures = VhostUser.Feature.version1 | VhostUser.Feature.protocolFeatures
+        | VhostUser.Feature.indirectDescriptors | VhostUser.Feature.eventIndex | VhostUser.Feature.notifyOnEmpty
+    static let offeredProtocolFeatures = VhostUser.ProtocolFeature.multiQueue | VhostUser.ProtocolFeature.replyAck
+        | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
+        | VhostUser.ProtocolFeature.configureMemSlots | VhostUser.ProtocolFeature.shmem
+    static let maxMemorySlots: UInt64 = 32
+
+    /// Serves one connected frontend until it disconnects or breaks the
+    /// protocol; every queue is stopped and the session ended on return.
+    public func serve(connection fd: Int32) -> VhostError {
+        let connection = Connection(socket: MessageSocket(fd: fd), backend: self)
+        defer { connection.tearDown() }
+        while true {
+            var message: VhostMessage
+            do throws(VhostError) { message = try connection.socket.receive() } catch { return error }
+            do throws(VhostError) {
+                try connection.handle(&message)
+            } catch {
+                logger.error("vhost-user: \(error); closing the connection")
+                return error
+            }
+        }
+    }
+
+    /// Per-connection state, touched only by the control thread.
+    final class Connection {
+        let socket: MessageSocket
+        let backend: VhostUserFSBackend
+        var features: UInt64 = 0
+        var protocolFeatures: UInt64 = 0
+        var memory = GuestMemory.empty
+        var vrings: [Vring]
+        var backendChannelFD: Int32?
+        var device: FSDevice?
+
+        init(socket: MessageSocket, backend: VhostUserFSBackend) {
+            self.socket = socket
+            self.backend = backend
+            vrings = (0 ..< backend.queueCount).map { _ in Vring() }
+        }
+
+        var logger: Logger { backend.logger }
+        var negotiatedReplyAck: Bool { protocolFeatures & VhostUser.ProtocolFeature.replyAck != 0 }
+
+        func handle(_ message: inout VhostMessage) throws(VhostError) {
+            guard let request = VhostUser.Request(rawValue: message.request) else {
+                logger.warning("vhost-user: unknown request \(message.request) refused")
+                if message.needsReply { try socket.reply(to: message, payload: .le(UInt64(1))) }
+                return
+            }
+            var status: UInt64 = 0
+            do throws(VhostError) {
+                if let reply = try dispatch(request, &message) {
+                    try socket.reply(to: message, payload: reply)
+                    return
+                }
+            } catch {
+                guard case .system(let errno) = error else { throw error }
+                logger.warning("vhost-user: \(request) failed: \(errno)")
+                status = 1
+            }
+            if message.needsReply && negotiatedReplyAck {
+                try socket.reply(to: message, payload: .le(status))
+            }
+        }
+
+        /// Returns a reply payload for requests that have one.
+        private func dispatch(_ request: VhostUser.Request, _ message: inout VhostMessage) throws(VhostError) -> [UInt8]? {
+            switch request {
+            case .getFeatures:
+                return .le(VhostUserFSBackend.offeredFeatures)
+            case .setFeatures:
+                let value = try u64(message)
+                guard value & VhostUser.Feature.version1 != 0 else {
+                    throw .protocolViolation("the frontend did not accept VIRTIO_F_VERSION_1: legacy virtio devices are not supported")
+                }
+                guard value & ~VhostUserFSBackend.offeredFeatures == 0 else {
+                    throw .protocolViolation("the frontend set features 0x\(String(value & ~VhostUserFSBackend.offeredFeatures, radix: 16)) that were not offered")
+                }
+                features = value
+            case .getProtocolFeatures:
+                return .le(VhostUserFSBackend.offeredProtocolFeatures)
+            case .setProtocolFeatures:
+                protocolFeatures = try u64(message) & VhostUserFSBackend.offeredProtocolFeatures
+            case .setOwner:
+                break
+            case .resetOwner, .resetDevice:
+                stopAll()
+                features = 0
+            case .getQueueNum:
+                return .le(UInt64(backend.queueCount))
+            case .getMaxMemSlots:
+                return .le(VhostUserFSBackend.maxMemorySlots)
+            case .setMemTable:
+                try setMemoryTable(&message)
+            case .addMemReg:
+                let region = try mapRegion(&message, fdIndex: 0, skip: 8)
+                try replaceMemory(memory.adding(region))
+            case .remMemReg:
+                let (guest, size) = try message.withReaderSystem { r throws(WireError) in
+                    try r.skip(8)
+                    let guest = try r.u64(), size = try r.u64()
+                    return (guest, size)
+                }
+                try replaceMemory(memory.removing(guestAddress: guest, size: size))
+            case .setVringNum:
+                let (index, number) = try vringState(message)
+                guard number > 0, number <= 32768, number & (number - 1) == 0 else {
+                    throw .system(.invalidArgument)
+                }
+                vrings[index].size = UInt16(number)
+            case .setVringAddr:
+                let index = try vringIndex(UInt64(try message.withReaderSystem { r throws(WireError) in try r.u32() }))
+                let (descriptors, used, available) = try message.withReaderSystem { r throws(WireError) in
+                    try r.skip(8)
+                    let d = try r.u64(), u = try r.u64(), a = try r.u64()
+                    return (d, u, a)
+                }
+                vrings[index].addresses = (descriptors, used, available)
+            case .setVringBase:
+                let (index, base) = try vringState(message)
+                guard base <= UInt32(UInt16.max) else { throw .system(.invalidArgument) }
+                vrings[index].base = UInt16(base)
+            case .getVringBase:
+                let index = try vringIndex(UInt64(try message.withReaderSystem { r throws(WireError) in try r.u32() }))
+                let next = stop(index)
+                vrings[index].kick = nil
+                return .le(UInt32(index), UInt32(next))
+            case .setVringKick:
+                let (index, fd) = try vringDescriptor(&message)
+                _ = stop(index)
+                vrings[index].kick = fd.map { SharedDescriptor(adopting: $0) }
+                // Without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled; with it, SET_VRING_ENABLE decides.
+                if features & VhostUser.Feature.protocolFeatures == 0 { vrings[index].enabled = true }
+                try start(index)
+            case .setVringCall:
+                let (index, fd) = try vringDescriptor(&message)
+                let call = fd.map { SharedDescriptor(adopting: $0) }
+                vrings[index].call = call
+                vrings[index].runner?.queue.setCall(call)
+            case .setVringErr:
+                let (index, fd) = try vringDescriptor(&message)
+                vrings[index].error = fd.map { SharedDescriptor(adopting: $0) }
+            case .setVringEnable:
+                let (index, value) = try vringState(message)
+                vrings[index].enabled = value != 0
+                vrings[index].runner?.setEnabled(value != 0)
+            case .setBackendReqFD:
+                guard let fd = message.takeFD() else { throw .system(.badFileDescriptor) }
+                if let old = backendChannelFD { Syscall.close(old) }
+                backendChannelFD = fd
+            case .getShmemConfig:
+                // VhostUserShMemConfig: {u32 nregions, u32 padding, u64 sizes[256]}; shmid 0 is the DAX window.
+                var sizes = [UInt64](repeating: 0, count: 256)
+                sizes[0] = backend.options.cacheSize
+                var payload: [UInt8] = .le(UInt32(backend.options.cacheSize > 0 ? 1 : 0), UInt32(0))
+                for size in sizes { payload += .le(size) }
+                return payload
+            case .setStatus, .getStatus, .setLogBase, .setLogFD, .sendRARP, .netSetMTU, .iotlbMessage, .setVringEndian,
+                 .getConfig, .setConfig, .postcopyAdvise, .postcopyListen, .postcopyEnd, .getInflightFD, .setInflightFD, .vringKick:
+                // Not offered; a frontend that sends them anyway gets a failure, not a crash.
+                logger.warning("vhost-user: \(request) is not supported")
+                if request == .getStatus { return .le(UInt8(0)) }
+                throw .system(.notImplemented)
+            }
+            return nil
+        }
+
+        // MARK: Memory
+
+        private func setMemoryTable(_ message: inout VhostMessage) throws(VhostError) {
+            let count = try message.withReaderSystem { r throws(WireError) in try r.u32() }
+            guard count <= UInt32(VhostUser.maxMemoryRegions), Int(count) <= message.fds.count,
+                  message.payload.count >= 8 + 32 * Int(count) else {
+                throw .protocolViolation("SET_MEM_TABLE with \(count) regions, \(message.fds.count) descriptors and \(message.payload.count) bytes")
+            }
+            var regions: [MemoryRegion] = []
+            for index in 0 ..< Int(count) {
+                regions.append(try mapRegion(&message, fdIndex: index, skip: 8 + 32 * index))
+            }
+            try replaceMemory(GuestMemory(regions: regions))
+        }
+
+        /// `VhostUserMemoryRegion` {guest_phys_addr, memory_size, userspace_addr, mmap_offset} at `skip`.
+        private func mapRegion(_ message: inout VhostMessage, fdIndex: Int, skip: Int) throws(VhostError) -> MemoryRegion {
+            let (guest, size, user, offset) = try message.withReaderSystem { r throws(WireError) in
+                try r.skip(skip)
+                let g = try r.u64(), s = try r.u64(), u = try r.u64(), o = try r.u64()
+                return (g, s, u, o)
+            }
+            guard let fd = message.takeFD(fdIndex) else { throw .protocolViolation("memory region without a descriptor") }
+            defer { Syscall.close(fd) }
+            do throws(Errno) {
+                return try MemoryRegion(guestAddress: guest, size: size, userAddress: user, mmapOffset: offset, fd: fd)
+            } catch {
+                throw .system(error)
+            }
+        }
+
+        /// Installs a new table; running queues restart on it where they were.
+        private func replaceMemory(_ new: GuestMemory) throws(VhostError) {
+            let running = vrings.indices.filter { vrings[$0].runner != nil }
+            for index in running { vrings[index].base = stop(index) }
+            memory = new
+            for index in running { try start(index) }
+        }
+
+        // MARK: Queues
+
+        struct Vring {
+            var size: UInt16 = 0
+            var addresses: (descriptors: UInt64, used: UInt64, available: UInt64)?
+            var base: UInt16 = 0
+            var kick: SharedDescriptor?
+            var call: SharedDescriptor?
+            var error: SharedDescriptor?
+            var enabled = false
+            var runner: QueueRunner?
+        }
+
+        /// Starts queue `index` when it has everything it needs.
+        private func start(_ index: Int) throws(VhostError) {
+            let vring = vrings[index]
+            guard vring.runner == nil, let kick = vring.kick, let addresses = vring.addresses, vring.size > 0 else { return }
+            let layout = SplitQueue.layout(size: vring.size)
+            guard let descriptors = memory.translateUser(addresses.descriptors, length: layout.descriptors),
+                  let available = memory.translateUser(addresses.available, length: layout.available),
+                  let used = memory.translateUser(addresses.used, length: layout.used) else {
+                throw .protocolViolation("queue \(index) addresses are not inside guest memory")
+            }
+            let device = try ensureDevice()
+            let ring = SplitQueue(size: vring.size, descriptors: descriptors, available: available, used: used, memory: memory,
+                                  eventIndex: features & VhostUser.Feature.eventIndex != 0, nextAvailable: vring.base)
+            let queue = RunningQueue(index: index, ring: ring, call: vring.call)
+            do throws(Errno) {
+                vrings[index].runner = try QueueRunner(queue: queue, kick: kick, enabled: vring.enabled, handler: device, logger: logger)
+            } catch {
+                throw .system(error)
+            }
+        }
+
+        /// Stops queue `index`; returns the next available index to resume from.
+        private func stop(_ index: Int) -> UInt16 {
+            guard let runner = vrings[index].runner else { return vrings[index].base }
+            let next = runner.stop()
+            vrings[index].runner = nil
+            vrings[index].base = next
+            return next
+        }
+
+        private func stopAll() {
+            for index in vrings.indices { _ = stop(index) }
+            device?.shutdown()
+            device?.session.end()
+            device = nil
+        }
+
+        func tearDown() {
+            stopAll()
+            if let fd = backendChannelFD { Syscall.close(fd) }
+            backendChannelFD = nil
+        }
+
+        /// The device and its FUSE session, created when the first queue starts
+        /// (by then the frontend has said whether a DAX window exists).
+        private func ensureDevice() throws(VhostError) -> FSDevice {
+            if let device { return device }
+            let fileSystem: any FileSystem
+            do throws(Errno) { fileSystem = try backend.makeFileSystem() } catch { throw .system(error) }
+            var window: (any WindowMapper)?
+            let daxFeatures = VhostUser.ProtocolFeature.shmem | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
+            if backend.options.cacheSize > 0, protocolFeatures & daxFeatures == daxFeatures, let fd = backendChannelFD {
+                window = BackendChannel(fd: dup(fd), windowSize: backend.options.cacheSize)
+                logger.info("DAX window of \(backend.options.cacheSize >> 20) MiB through SHMEM_MAP/SHMEM_UNMAP")
+            }
+            let session = FUSESession(fileSystem: fileSystem, options: backend.options.session, logger: logger, window: window)
+            do throws(Errno) {
+                let device = try FSDevice(session: session, threadPoolSize: backend.options.threadPoolSize, queueCount: vrings.count, logger: logger)
+                self.device = device
+                return device
+            } catch {
+                throw .system(error)
+            }
+        }
+
+        // MARK: Payload helpers
+
+        private func u64(_ message: borrowing VhostMessage) throws(VhostError) -> UInt64 {
+            try message.withReaderSystem { r throws(WireError) in try r.u64() }
+        }
+
+        private func vringIndex(_ raw: UInt64) throws(VhostError) -> Int {
+            guard raw < UInt64(vrings.count) else { throw .system(.invalidArgument) }
+            return Int(raw)
+        }
+
+        /// `vhost_vring_state` {u32 index, u32 num}.
+        private func vringState(_ message: borrowing VhostMessage) throws(VhostError) -> (Int, UInt32) {
+            let (index, number) = try message.withReaderSystem { r throws(WireError) in
+                let i = try r.u32(), n = try r.u32()
+                return (i, n)
+            }
+            return (try vringIndex(UInt64(index)), number)
+        }
+
+        /// SET_VRING_KICK/CALL/ERR: u64 index | (no-fd flag), descriptor attached unless flagged.
+        private func vringDescriptor(_ message: inout VhostMessage) throws(VhostError) -> (Int, Int32?) {
+            let value = try u64(message)
+            let index = try vringIndex(value & VhostUser.vringIndexMask)
+            if value & VhostUser.vringNoFD != 0 { return (index, nil) }
+            guard let fd = message.takeFD() else { throw .protocolViolation("vring \(index) descriptor missing") }
+            return (index, fd)
+        }
+    }
+
+    var queueCount: Int { 1 + max(1, options.requestQueues) }
+}
+
+extension VhostMessage {
+    /// Reads the payload; a short payload is a protocol violation.
+    func withReaderSystem<R>(_ body: (inout WireReader) throws(WireError) -> R) throws(VhostError) -> R {
+        do throws(WireError) {
+            return try withReader(body)
+        } catch {
+            throw .protocolViolation("request \(request) payload of \(payload.count) bytes is too short")
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import FUSEServer
+import Glibc
+import HostSystem
+import Synchronization
+
+/// The DAX window of a vhost-user frontend: SETUPMAPPING/REMOVEMAPPING become
+/// SHMEM_MAP/SHMEM_UNMAP requests on the backend channel, with the file
+/// descriptor attached, each waiting for the frontend's REPLY_ACK.
+final class BackendChannel: WindowMapper, @unchecked Sendable {
+    let windowSize: UInt64
+    private let socket: MessageSocket
+    private let owner: SharedDescriptor
+    /// One request at a time: replies carry no id.
+    private let lock = Mutex(())
+
+    init(fd: Int32, windowSize: UInt64) {
+        owner = SharedDescriptor(adopting: fd)
+        socket = MessageSocket(fd: fd)
+        self.windowSize = windowSize
+    }
+
+    func map(fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
+        let flags = writable ? VhostUser.shmemMapReadWrite : 0
+        try request(.shmemMap, payload: Self.payload(fileOffset: fileOffset, windowOffset: windowOffset, length: length, flags: flags), fd: fd)
+    }
+
+    func unmap(windowOffset: UInt64, length: UInt64) throws(Errno) {
+        try request(.shmemUnmap, payload: Self.payload(fileOffset: 0, windowOffset: windowOffset, length: length, flags: 0), fd: nil)
+    }
+
+    /// `VhostUserMMap`: {u8 shmid, u8 padding[7], u64 fd_offset, u64 shm_offset, u64 len, u64 flags}.
+    static func payload(fileOffset: UInt64, windowOffset: UInt64, length: UInt64, flags: UInt64) -> [UInt8] {
+        [VhostUser.cacheWindowID, 0, 0, 0, 0, 0, 0, 0] + .le(fileOffset, windowOffset, length, flags)
+    }
+
+    private func request(_ request: VhostUser.BackendRequest, payload: [UInt8], fd: Int32?) throws(Errno) {
+        try lock.withLock { _ throws(Errno) in
+            do throws(VhostError) {
+                try socket.send(request: request.rawValue, flags: VhostUser.version | VhostUser.needReplyFlag,
+                                payload: payload, fds: fd.map { [$0] } ?? [])
+                let reply = try socket.receive()
+                guard reply.request == request.rawValue, reply.flags & VhostUser.replyFlag != 0, reply.payload.count >= 8 else {
+                    throw VhostError.protocolViolation("bad reply to backend request \(request)")
+                }
+                let status = reply.payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+                if status != 0 { throw VhostError.system(.io) }
+            } catch {
+                switch error {
+                case .disconnected: throw .notConnected
+                case .system(let errno): throw errno
+                case .protocolViolation: throw .protocolError
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import ArgumentParser
+import CLinux
+import FUSEServer
+import Glibc
+import HostSystem
+import Logging
+import PassthroughFS
+import Synchronization
+import VhostUser
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a directory to a VM as a vhost-user-fs device backend (a drop-in for virtiofsd).",
+        discussion: """
+            Listens on a Unix socket for a vhost-user frontend (QEMU: -chardev socket,path=PATH \
+            -device vhost-user-fs-pci,chardev=...). Exits 0 on SIGTERM or SIGINT, and when the \
+            frontend disconnects unless --keep-listening is given.
+            """)
+
+    @Option(help: "The vhost-user Unix socket to listen on (created; a stale socket there is replaced).")
+    var socketPath: String
+    @Option(help: "The host directory to share.") var sharedDir: String
+    @Option(help: "Worker threads for requests; 0 handles them on each queue's own thread (default: 0).")
+    var threadPoolSize = 0
+    @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always, never (default: auto).")
+    var cache: CacheOption = .auto
+    @Flag(help: "Enable extended attributes (default: off, as in virtiofsd).") var xattr = false
+    @Option(help: "log2 of the alignment DAX mappings need (default: the host page size, 12); 14 or 16 act like a 16 or 64 KiB host.")
+    var mapAlignment: UInt16?
+    @Option(help: "DAX cache window offered to the frontend in GET_SHMEM_CONFIG, in MiB; 0 = no DAX (default: 0).")
+    var cacheSizeMib: UInt64 = 0
+    @Flag(help: "Keep listening for the next frontend after one disconnects (default: exit).") var keepListening = false
+    @Flag(help: "Print the vhost-user backend capabilities JSON (for QEMU and libvirt) and exit.") var printCapabilities = false
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
+    var logLevel: LogLevelOption = .info
+
+    func run() throws {
+        if printCapabilities {
+            print(#"{"type": "fs", "features": []}"#)
+            return
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel.level
+            return handler
+        }
+        let logger = Logger(label: "daxfs")
+        try checkDirectory(sharedDir, role: "shared directory")
+        if let mapAlignment, !(12 ... 30).contains(mapAlignment) {
+            throw CLIError("--map-alignment must be between 12 and 30 (log2 of bytes), not \(mapAlignment)")
+        }
+        guard threadPoolSize >= 0 else { throw CLIError("--thread-pool-size must not be negative") }
+
+        var fsOptions = PassthroughFS.Options()
+        fsOptions.cache = cache.mode
+        fsOptions.xattr = xattr
+        fsOptions.passthrough = false
+        fsOptions.logger = logger
+        let root = sharedDir
+        // Fail now, in plain words, rather than when the guest mounts.
+        do { _ = try PassthroughFS(root: root, options: fsOptions) } catch { throw CLIError("cannot share \(root): \(error)") }
+
+        var options = FSBackendOptions()
+        options.threadPoolSize = threadPoolSize
+        options.cacheSize = cacheSizeMib << 20
+        options.session.mapAlignmentLog2 = mapAlignment
+        let options2 = fsOptions
+        let backend = VhostUserFSBackend(options: options, logger: logger) { () throws(Errno) -> any FileSystem in
+            try PassthroughFS(root: root, options: options2)
+        }
+
+        let listener = try UnixListener(path: socketPath)
+        let current = Mutex<Int32>(-1)
+        let stopping = Atomic<Bool>(false)
+        SignalWatcher.start(onFirst: {
+            stopping.store(true, ordering: .releasing)
+            listener.shutdown()
+            current.withLock { fd in if fd >= 0 { Glibc.shutdown(fd, Int32(SHUT_RDWR)) } }
+        }, onSecond: { Glibc.exit(1) })
+        logger.info("waiting for a vhost-user frontend on \(socketPath)")
+        defer { listener.close() }
+        repeat {
+            guard let connection = listener.accept() else { break }
+            current.withLock { $0 = connection }
+            logger.info("frontend connected")
+            let reason = backend.serve(connection: connection)
+            current.withLock { $0 = -1 }
+            Syscall.close(connection)
+            logger.info("frontend gone: \(reason)")
+        } while keepListening && !stopping.load(ordering: .acquiring)
+    }
+}
+
+/// A listening Unix stream socket at a path.
+final class UnixListener: Sendable {
+    let fd: Int32
+    let path: String
+
+    init(path: String) throws {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw CLIError("socket path \(path) is empty or longer than \(MemoryLayout.size(ofValue: address.sun_path) - 1) bytes")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFSOCK else { throw CLIError("socket path \(path) exists and is not a socket") }
+            unlink(path)  // a stale socket from an earlier run
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw CLIError("cannot create a Unix socket: \(Errno(daxfs_errno()))") }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, listen(fd, 1) == 0 else {
+            let error = Errno(daxfs_errno())
+            Glibc.close(fd)
+            throw CLIError("cannot listen on socket path \(path): \(error)")
+        }
+        self.fd = fd
+        self.path = path
+    }
+
+    /// The next connection; nil once shut down.
+    func accept() -> Int32? {
+        while true {
+            let connection = Glibc.accept(fd, nil, nil)
+            if connection >= 0 { return connection }
+            if daxfs_errno() == EINTR { continue }
+            return nil
+        }
+    }
+
+    func shutdown() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+
+    func close() {
+        Glibc.close(fd)
+        unlink(path)
+    }
+}
