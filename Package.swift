@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "DAX", dependencies: ["FUSEServer", "HostSystem", "CLinux"]),
         // The client side: FUSE requests, the window range manager, DAX reads and writes.
         .target(name: "DaxClient", dependencies: [
-            "DAX", "FUSEABI", "FUSEServer", "HostSystem", "CLinux",
+            "DAX", "FUSEABI", "FUSEServer", "HostSystem", "CLinux", "Virtio", "VhostUser",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Guest memory tables and split virtqueues, every address bounds-checked.
@@ -61,6 +61,8 @@ let package = Package(
         .testTarget(name: "PassthroughFSTests", dependencies: ["PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "DAXTests", dependencies: ["DAX", "DaxClient", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "MountTests", dependencies: ["HostSystem", "CLinux"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "DaxClient", "DAX", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
+        .testTarget(name: "GuestTests", dependencies: ["HostSystem"]),
     ],
     swiftLanguageModes: [.v6]
 )

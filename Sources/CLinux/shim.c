@@ -171,6 +171,7 @@ int daxfs_become(unsigned int uid, unsigned int gid) {
 }
 
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 long daxfs_send_with_fds(int sock, const void *buffer, size_t length, const int *fds, int nfds) {
@@ -225,6 +226,7 @@ long daxfs_recv_with_fds(int sock, void *buffer, size_t length, int *fds, int ma
 }
 
 int daxfs_eventfd(unsigned int initial, int flags) { return eventfd(initial, flags); }
+int daxfs_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 uint16_t daxfs_load_acquire_u16(const volatile void *address) {
     return __atomic_load_n((const volatile uint16_t *)address, __ATOMIC_ACQUIRE);

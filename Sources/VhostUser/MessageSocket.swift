@@ -140,7 +140,7 @@ public struct MessageSocket: Sendable {
 
 extension Array where Element == UInt8 {
     /// Little-endian encoding of integers, for vhost-user payloads.
-    static func le<T: FixedWidthInteger>(_ values: T...) -> [UInt8] {
+    public static func le<T: FixedWidthInteger>(_ values: T...) -> [UInt8] {
         var out: [UInt8] = []
         for value in values { Swift.withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) } }
         return out

@@ -92,6 +92,8 @@ int daxfs_become(unsigned int uid, unsigned int gid);
 long daxfs_send_with_fds(int sock, const void *buffer, size_t length, const int *fds, int nfds);
 long daxfs_recv_with_fds(int sock, void *buffer, size_t length, int *fds, int maxfds, int *nfds);
 int daxfs_eventfd(unsigned int initial, int flags);
+/// memfd_create(name, MFD_CLOEXEC).
+int daxfs_memfd(const char *name);
 static const int DAXFS_EFD_CLOEXEC = 02000000;
 static const int DAXFS_EFD_NONBLOCK = 04000;
 

@@ -1,0 +1,295 @@
+import CLinux
+import FUSEServer
+import Glibc
+import HostSystem
+import Logging
+import Synchronization
+import Virtio
+
+/// Errors of the frontend, in words for the command line.
+public struct FrontendError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The VMM half of vhost-user, in this process: memfd-backed guest memory,
+/// driver-side virtqueues, kick/call eventfds, and the backend channel on
+/// which SHMEM_MAP/SHMEM_UNMAP place host files into a DAX window here.
+public final class VhostUserFrontend: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var guestMemorySize: UInt64 = 64 << 20
+        public var queueSize: UInt16 = 128
+        /// Request queues wanted (the backend may offer fewer).
+        public var requestQueues = 1
+        public init() {}
+    }
+
+    public let socket: MessageSocket
+    public let memory: SharedGuestMemory
+    public let queues: [FrontendQueue]
+    /// Negotiated protocol features.
+    public let protocolFeatures: UInt64
+    /// The DAX window size the backend asked for in GET_SHMEM_CONFIG (0 = none).
+    public let windowSize: UInt64
+    private let control = Mutex(())
+    private var backendThread: OSThread?
+    private let backendSocket: Int32?
+    private let socketOwner: SharedDescriptor
+    let logger: Logger
+
+    /// Connects to `path` and brings the device up. `window` receives
+    /// SHMEM_MAP/SHMEM_UNMAP for the DAX window when the backend offers one;
+    /// `makeWindow` is called with the size the backend asked for.
+    public init(socketPath path: String, options: Options = Options(), logger: Logger = Logger(label: "daxfs.frontend"),
+                makeWindow: ((UInt64) throws(Errno) -> any WindowMapper)? = nil) throws(FrontendError) {
+        self.logger = logger
+        let fd = try Self.connect(path)
+        socketOwner = SharedDescriptor(adopting: fd)
+        socket = MessageSocket(fd: fd)
+        do throws(Errno) {
+            memory = try SharedGuestMemory(size: options.guestMemorySize)
+        } catch {
+            throw FrontendError("cannot create guest memory: \(error)")
+        }
+
+        // Features: VERSION_1 is required; legacy devices are not spoken.
+        let offered = try Self.u64(socket, .getFeatures)
+        guard offered & VhostUser.Feature.version1 != 0 else { throw FrontendError("the backend does not offer VIRTIO_F_VERSION_1") }
+        let wanted = VhostUser.Feature.version1 | VhostUser.Feature.protocolFeatures | VhostUser.Feature.eventIndex | VhostUser.Feature.indirectDescriptors
+        let features = offered & wanted
+        var negotiated: UInt64 = 0
+        if features & VhostUser.Feature.protocolFeatures != 0 {
+            let offeredProtocol = try Self.u64(socket, .getProtocolFeatures)
+            let wantedProtocol = VhostUser.ProtocolFeature.multiQueue | VhostUser.ProtocolFeature.replyAck
+                | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
+                | (makeWindow != nil ? VhostUser.ProtocolFeature.shmem : 0)
+            negotiated = offeredProtocol & wantedProtocol
+        }
+        protocolFeatures = negotiated
+        try Self.send(socket, .setFeatures, .le(features), ack: false)
+        if features & VhostUser.Feature.protocolFeatures != 0 {
+            try Self.send(socket, .setProtocolFeatures, .le(negotiated), ack: false)
+        }
+        let ack = negotiated & VhostUser.ProtocolFeature.replyAck != 0
+        try Self.send(socket, .setOwner, [], ack: ack)
+
+        var queueCount = 1 + max(1, options.requestQueues)
+        if negotiated & VhostUser.ProtocolFeature.multiQueue != 0 {
+            queueCount = min(queueCount, Int(try Self.u64(socket, .getQueueNum)))
+        } else {
+            queueCount = 2
+        }
+        guard queueCount >= 2 else { throw FrontendError("the backend offers no request queue") }
+
+        // DAX window: the backend says how large a cache it wants (shmid 0).
+        var window: (any WindowMapper)?
+        var windowSize: UInt64 = 0
+        let daxFeatures = VhostUser.ProtocolFeature.shmem | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
+        if let makeWindow, negotiated & daxFeatures == daxFeatures {
+            let reply = try Self.request(socket, .getShmemConfig, [])
+            if reply.count >= 16 {
+                let count = reply.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self).littleEndian }
+                let size = reply.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian }
+                if count > 0 && size > 0 {
+                    do throws(Errno) { window = try makeWindow(size) } catch {
+                        throw FrontendError("cannot reserve a DAX window of \(size >> 20) MiB: \(error)")
+                    }
+                    windowSize = size
+                }
+            }
+        }
+        self.windowSize = windowSize
+
+        if negotiated & VhostUser.ProtocolFeature.backendRequest != 0 {
+            var pair: [Int32] = [-1, -1]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+                throw FrontendError("socketpair: \(Errno(daxfs_errno()))")
+            }
+            try Self.send(socket, .setBackendReqFD, [], fds: [pair[1]], ack: ack)
+            Glibc.close(pair[1])
+            backendSocket = pair[0]
+        } else {
+            backendSocket = nil
+        }
+
+        // Guest memory: one region, guest address 0 = memfd offset 0.
+        let region: [UInt8] = .le(UInt32(1), UInt32(0)) + .le(UInt64(0), memory.size, memory.userAddress(0), UInt64(0))
+        try Self.send(socket, .setMemTable, region, fds: [memory.fd], ack: ack)
+
+        var queues: [FrontendQueue] = []
+        for index in 0 ..< queueCount {
+            let queue: FrontendQueue
+            do throws(Errno) {
+                queue = try FrontendQueue(index: index, size: options.queueSize, memory: memory)
+            } catch {
+                throw FrontendError("cannot set up queue \(index): \(error)")
+            }
+            do {
+                try Self.send(socket, .setVringNum, .le(UInt32(index), UInt32(options.queueSize)), ack: ack)
+                try Self.send(socket, .setVringAddr, .le(UInt32(index), UInt32(0))
+                    + .le(memory.userAddress(queue.ring.descriptorAddress), memory.userAddress(queue.ring.usedAddress),
+                          memory.userAddress(queue.ring.availableAddress), UInt64(0)), ack: ack)
+                try Self.send(socket, .setVringBase, .le(UInt32(index), UInt32(0)), ack: ack)
+                try Self.send(socket, .setVringCall, .le(UInt64(index)), fds: [queue.call.rawValue], ack: ack)
+                try Self.send(socket, .setVringKick, .le(UInt64(index)), fds: [queue.kick.rawValue], ack: ack)
+                if features & VhostUser.Feature.protocolFeatures != 0 {
+                    try Self.send(socket, .setVringEnable, .le(UInt32(index), UInt32(1)), ack: ack)
+                }
+                queues.append(queue)
+            }
+        }
+        self.queues = queues
+
+        if let backendSocket {
+            let handler = BackendRequestHandler(socket: MessageSocket(fd: backendSocket), window: window,
+                                                rules: window.map { MappingRules(alignmentLog2: 12, windowSize: $0.windowSize) }, logger: logger)
+            backendThread = try? OSThread(name: "daxfs-backend-req") { handler.run() }
+        }
+    }
+
+    deinit {
+        Glibc.shutdown(socket.fd, Int32(SHUT_RDWR))
+        if let backendSocket { Glibc.shutdown(backendSocket, Int32(SHUT_RDWR)) }
+        backendThread?.join()
+        if let backendSocket { Glibc.close(backendSocket) }
+    }
+
+    /// Whether the backend's control socket is still open.
+    /// (0x2000 is POLLRDHUP, which Glibc hides without _GNU_SOURCE.)
+    public var isConnected: Bool {
+        var descriptor = pollfd(fd: socket.fd, events: Int16(0x2000), revents: 0)
+        return poll(&descriptor, 1, 0) == 0 || descriptor.revents & Int16(0x2000 | POLLHUP | POLLERR) == 0
+    }
+
+    // MARK: Control messages
+
+    private static func connect(_ path: String) throws(FrontendError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw FrontendError("socket path \(path) is too long") }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw FrontendError("socket: \(Errno(daxfs_errno()))") }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard result == 0 else {
+            let error = Errno(daxfs_errno())
+            Glibc.close(fd)
+            throw FrontendError("cannot connect to the backend at \(path): \(error)")
+        }
+        return fd
+    }
+
+    static func send(_ socket: MessageSocket, _ request: VhostUser.Request, _ payload: [UInt8], fds: [Int32] = [], ack: Bool) throws(FrontendError) {
+        let flags = VhostUser.version | (ack ? VhostUser.needReplyFlag : 0)
+        do throws(VhostError) {
+            try socket.send(request: request.rawValue, flags: flags, payload: payload, fds: fds)
+            guard ack else { return }
+            let reply = try socket.receive()
+            let status = reply.payload.count >= 8 ? reply.payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian } : 1
+            guard reply.request == request.rawValue, status == 0 else { throw VhostError.protocolViolation("backend refused \(request)") }
+        } catch {
+            throw FrontendError("vhost-user \(request): \(error)")
+        }
+    }
+
+    static func request(_ socket: MessageSocket, _ request: VhostUser.Request, _ payload: [UInt8]) throws(FrontendError) -> [UInt8] {
+        do throws(VhostError) {
+            try socket.send(request: request.rawValue, flags: VhostUser.version, payload: payload)
+            let reply = try socket.receive()
+            guard reply.request == request.rawValue, reply.flags & VhostUser.replyFlag != 0 else {
+                throw VhostError.protocolViolation("reply to \(request) is request \(reply.request)")
+            }
+            return reply.payload
+        } catch {
+            throw FrontendError("vhost-user \(request): \(error)")
+        }
+    }
+
+    static func u64(_ socket: MessageSocket, _ request: VhostUser.Request) throws(FrontendError) -> UInt64 {
+        let reply = try Self.request(socket, request, [])
+        guard reply.count >= 8 else { throw FrontendError("vhost-user \(request): short reply") }
+        return reply.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+    }
+}
+
+/// One driver-side queue with its kick and call eventfds.
+public final class FrontendQueue: @unchecked Sendable {
+    public let index: Int
+    public let ring: DriverQueue
+    public let kick: SharedDescriptor
+    public let call: SharedDescriptor
+    /// Serializes submit and reap.
+    public let lock = Mutex(())
+
+    init(index: Int, size: UInt16, memory: SharedGuestMemory) throws(Errno) {
+        self.index = index
+        ring = try DriverQueue(size: size, memory: memory)
+        kick = SharedDescriptor(adopting: try Syscall.call { daxfs_eventfd(0, DAXFS_EFD_CLOEXEC) })
+        call = SharedDescriptor(adopting: try Syscall.call { daxfs_eventfd(0, DAXFS_EFD_CLOEXEC | DAXFS_EFD_NONBLOCK) })
+    }
+
+    /// Tells the device there is work.
+    public func notify() {
+        var one: UInt64 = 1
+        _ = Glibc.write(kick.rawValue, &one, 8)
+    }
+}
+
+/// Answers SHMEM_MAP/SHMEM_UNMAP from the backend: validated like the
+/// server validates SETUPMAPPING, then mapped into the window.
+final class BackendRequestHandler: @unchecked Sendable {
+    let socket: MessageSocket
+    let window: (any WindowMapper)?
+    let rules: MappingRules?
+    let logger: Logger
+
+    init(socket: MessageSocket, window: (any WindowMapper)?, rules: MappingRules?, logger: Logger) {
+        self.socket = socket; self.window = window; self.rules = rules; self.logger = logger
+    }
+
+    func run() {
+        while true {
+            var message: VhostMessage
+            do throws(VhostError) { message = try socket.receive() } catch { return }
+            let status: UInt64
+            do throws(Errno) {
+                try handle(&message)
+                status = 0
+            } catch {
+                logger.warning("backend request \(message.request) refused: \(error)")
+                status = 1
+            }
+            if message.needsReply {
+                do throws(VhostError) { try socket.reply(to: message, payload: .le(status)) } catch { return }
+            }
+        }
+    }
+
+    private func handle(_ message: inout VhostMessage) throws(Errno) {
+        guard let request = VhostUser.BackendRequest(rawValue: message.request) else { throw .notImplemented }
+        guard request == .shmemMap || request == .shmemUnmap else { throw .notImplemented }
+        guard let window, let rules else { throw .noDevice }
+        guard message.payload.count >= 40 else { throw .invalidArgument }
+        let (shmid, fileOffset, windowOffset, length, flags) = message.payload.withUnsafeBytes { raw in
+            (raw[0], raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian,
+             raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian,
+             raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian,
+             raw.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian)
+        }
+        guard shmid == VhostUser.cacheWindowID else { throw .invalidArgument }
+        try rules.checkWindowRange(offset: windowOffset, length: length)
+        if request == .shmemUnmap {
+            try window.unmap(windowOffset: windowOffset, length: length)
+            return
+        }
+        guard flags & ~VhostUser.shmemMapReadWrite == 0 else { throw .invalidArgument }
+        try rules.checkFileRange(offset: fileOffset, length: length)
+        guard let fd = message.takeFD() else { throw .badFileDescriptor }
+        defer { Syscall.close(fd) }
+        try window.map(fd: fd, fileOffset: fileOffset, windowOffset: windowOffset, length: length,
+                       writable: flags & VhostUser.shmemMapReadWrite != 0)
+    }
+}

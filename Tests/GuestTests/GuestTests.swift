@@ -1,0 +1,163 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real Linux guest under QEMU (TCG) mounts a vhost-user-fs backend and runs
+/// scripts/guest/check.sh against it. Debian's C virtiofsd is the control;
+/// `daxfs serve` must pass the same checks. The script does the booting,
+/// timeouts and cleanup; this suite runs it per backend and reads its RESULT lines.
+@Suite(.serialized)
+struct GuestTests {
+    enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+        case virtiofsd, daxfs
+        var testDescription: String { rawValue }
+    }
+
+    static let repoRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let runScript = repoRoot.appendingPathComponent("scripts/guest/run-guest.sh").path
+    static let virtiofsd = "/usr/lib/qemu/virtiofsd"
+    /// Longer than the script's own timeout, which kills QEMU and the backend.
+    static let guestTimeout = 600.0
+    static let scriptTimeout = guestTimeout + 240
+
+    /// Every check the guest and the script report; a missing one is a failure too.
+    static let expectedChecks = [
+        "mount", "create", "write_read", "append", "truncate", "overwrite", "rename", "unlink",
+        "mkdir", "readdir", "rmdir", "symlink", "hardlink", "chmod", "xattr",
+        "host_file_before_boot", "guest_file_for_host", "big_guest_write", "big_host_read",
+        "host_file_live", "fio", "umount", "guest-finished", "host-big-sum-matches",
+        "guest-big-sum-matches", "host-sees-guest-file", "backend-exit",
+    ]
+
+    @Test(arguments: Backend.allCases)
+    func guestRunsChecks(backend: Backend) throws {
+        if let reason = Self.missingPrerequisite(for: backend) {
+            print("skipping guest test [\(backend)]: \(reason)")
+            return
+        }
+        let command = try Self.backendCommand(backend)
+        let run = try Self.runGuest(backendCommand: command)
+
+        let results = Self.parseResults(run.output)
+        print("guest [\(backend)]: boot-to-poweroff \(run.bootToPoweroff ?? "?") s, exit \(run.status)")
+        for line in run.output.split(separator: "\n") where line.hasPrefix("RESULT ") {
+            print("  [\(backend)] \(line)")
+        }
+        for name in Self.expectedChecks {
+            #expect(results[name] != nil, "[\(backend)] check \(name) did not report")
+        }
+        for (name, result) in results.sorted(by: { $0.key < $1.key }) {
+            #expect(result.passed, "[\(backend)] \(name) failed: \(result.detail)")
+        }
+        #expect(run.status == 0, "[\(backend)] run-guest.sh exited \(run.status):\n\(run.output.suffix(6000))")
+    }
+
+    // MARK: - Environment
+
+    static func missingPrerequisite(for backend: Backend) -> String? {
+        if getuid() != 0 { return "needs root (vhost-user memfd guest and QEMU)" }
+        if which("qemu-system-x86_64") == nil { return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)" }
+        let kernels = (try? FileManager.default.contentsOfDirectory(atPath: "/boot")) ?? []
+        if !kernels.contains(where: { $0.hasPrefix("vmlinuz-") }) {
+            return "no /boot/vmlinuz-* (apt-get install linux-image-cloud-amd64)"
+        }
+        if backend == .virtiofsd && access(virtiofsd, X_OK) != 0 { return "\(virtiofsd) missing" }
+        return nil
+    }
+
+    /// The backend as a shell command for run-guest.sh ({socket}, {dir} filled in there).
+    static func backendCommand(_ backend: Backend) throws -> String {
+        switch backend {
+        case .virtiofsd:
+            return "\(virtiofsd) --socket-path={socket} -o source={dir} -o cache=auto -o xattr"
+        case .daxfs:
+            let binary = try daxfsBinary()
+            return "'\(binary)' serve --socket-path {socket} --shared-dir {dir} --cache auto --xattr"
+        }
+    }
+
+    /// DAXFS_BIN, or the `daxfs` executable beside this test binary.
+    static func daxfsBinary() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["DAXFS_BIN"], !path.isEmpty { return path }
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let candidate = me.deletingLastPathComponent().appendingPathComponent("daxfs").path
+        guard access(candidate, X_OK) == 0 else {
+            throw GuestError("no daxfs executable at \(candidate); build it or set DAXFS_BIN")
+        }
+        return candidate
+    }
+
+    // MARK: - Running the script
+
+    struct Run {
+        var status: Int32
+        var output: String
+        var bootToPoweroff: String? {
+            output.split(separator: "\n").first { $0.hasPrefix("TIME boot-to-poweroff ") }
+                .map { String($0.split(separator: " ")[2]) }
+        }
+    }
+
+    /// Runs run-guest.sh with its output in a file (no pipe to fill up), with a
+    /// deadline: on expiry SIGTERM lets the script kill QEMU and the backend,
+    /// then SIGKILL follows.
+    static func runGuest(backendCommand: String) throws -> Run {
+        let logURL = FileManager.default.temporaryDirectory
+            .appendingPathComponent("daxfs-guest-test-\(getpid())-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: logURL) }
+        let log = try FileHandle(forWritingTo: logURL)
+        defer { try? log.close() }
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [runScript, "--backend-cmd", backendCommand, "--timeout", String(Int(guestTimeout))]
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+
+        let deadline = Date().addingTimeInterval(scriptTimeout)
+        while process.isRunning && Date() < deadline { usleep(200_000) }
+        if process.isRunning {
+            process.terminate()
+            let grace = Date().addingTimeInterval(15)
+            while process.isRunning && Date() < grace { usleep(100_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            let output = (try? String(contentsOf: logURL, encoding: .utf8)) ?? ""
+            throw GuestError("run-guest.sh did not finish in \(Int(scriptTimeout)) s:\n\(output.suffix(6000))")
+        }
+        process.waitUntilExit()
+        let output = (try? String(contentsOf: logURL, encoding: .utf8)) ?? ""
+        return Run(status: process.terminationStatus, output: output)
+    }
+
+    struct CheckResult { var passed: Bool; var detail: String }
+
+    /// `RESULT name PASS|FAIL detail...` lines by name; a repeated name keeps its worst result.
+    static func parseResults(_ output: String) -> [String: CheckResult] {
+        var results: [String: CheckResult] = [:]
+        for line in output.split(separator: "\n") where line.hasPrefix("RESULT ") {
+            let words = line.split(separator: " ", maxSplits: 3).map(String.init)
+            guard words.count >= 3 else { continue }
+            let result = CheckResult(passed: words[2] == "PASS", detail: words.count > 3 ? words[3] : "")
+            if results[words[1]]?.passed != false { results[words[1]] = result }
+        }
+        return results
+    }
+
+    static func which(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { access($0, X_OK) == 0 }
+    }
+}
+
+struct GuestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

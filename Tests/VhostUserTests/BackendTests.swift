@@ -1,0 +1,260 @@
+import CLinux
+import Foundation
+import DaxClient
+import FUSEABI
+import FUSEServer
+import Glibc
+import HostSystem
+import PassthroughFS
+import Synchronization
+import Testing
+import VhostUser
+import Virtio
+
+/// A `daxfs serve` backend in this process: a listening socket, a thread
+/// serving one connection after another, and a shared directory.
+final class BackendFixture: @unchecked Sendable {
+    let directory: String
+    let socketPath: String
+    let listener: Int32
+    private var thread: OSThread?
+    final class Endings: Sendable { let list = Mutex<[VhostError]>([]) }
+    let endings = Endings()
+
+    init(options: FSBackendOptions = FSBackendOptions()) throws {
+        var template = Array("/tmp/daxfs-vhost-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw Errno(daxfs_errno()) }
+        directory = String(cString: made)
+        mkdir(directory + "/share", 0o755)
+        socketPath = directory + "/socket"
+        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in socketPath.utf8.enumerated() { raw[i] = b } }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        guard bound == 0, listen(listener, 4) == 0 else { throw Errno(daxfs_errno()) }
+        let share = directory + "/share"
+        let backend = VhostUserFSBackend(options: options) { () throws(Errno) -> any FileSystem in
+            try PassthroughFS(root: share, options: PassthroughFS.Options())
+        }
+        let listenFD = listener
+        let endings = self.endings
+        thread = try OSThread(name: "test-backend") {
+            while true {
+                let connection = accept(listenFD, nil, nil)
+                if connection < 0 { return }
+                let ending = backend.serve(connection: connection)
+                endings.list.withLock { $0.append(ending) }
+                Glibc.close(connection)
+            }
+        }
+    }
+
+    var share: String { directory + "/share" }
+
+    func stop() {
+        Glibc.shutdown(listener, Int32(SHUT_RDWR))
+        Glibc.close(listener)
+        thread?.join()
+        _ = system("rm -rf '\(directory)'")
+    }
+
+    /// A raw control connection for sending hand-made messages.
+    func rawConnection() throws -> MessageSocket {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in socketPath.utf8.enumerated() { raw[i] = b } }
+        let result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        guard result == 0 else { throw Errno(daxfs_errno()) }
+        return MessageSocket(fd: fd)
+    }
+
+    func waitForEndings(_ count: Int) -> [VhostError] {
+        for _ in 0 ..< 500 {
+            let current = endings.list.withLock { $0 }
+            if current.count >= count { return current }
+            usleep(10_000)
+        }
+        return endings.list.withLock { $0 }
+    }
+}
+
+@Suite(.serialized) struct VhostUserBackendTests {
+    @Test func fuseRequestsRoundTripThroughVirtqueues() throws {
+        let fixture = try BackendFixture()
+        defer { fixture.stop() }
+        _ = system("echo hello > '\(fixture.share)/greeting'")
+        do {
+            let frontend = try VhostUserFrontend(socketPath: fixture.socketPath)
+            let channel = try VirtioChannel(frontend: frontend, slots: 4, pollMicroseconds: 20)
+            let client = FUSEClient(channel: channel)
+            let negotiated = try client.initialize(flags: [.asyncRead, .maxPages, .initExt])
+            #expect(negotiated.maxWrite >= 128 * 1024)
+            let entry = try client.lookup(parent: .root, name: "greeting")
+            #expect(entry.attr.size == 6)
+            let attr = try client.getattr(NodeID(entry.nodeid))
+            #expect(attr.size == 6)
+            #expect(throws: Errno.noEntry) { try client.lookup(parent: .root, name: "absent") }
+        }
+        #expect(fixture.waitForEndings(1).first == .disconnected)
+    }
+
+    /// Each malformed control message ends that connection with a log line;
+    /// the backend then serves the next frontend normally.
+    @Test func malformedControlMessagesCloseOnlyThatConnection() throws {
+        let fixture = try BackendFixture()
+        defer { fixture.stop() }
+        typealias R = VhostUser.Request
+        let cases: [(UInt32, UInt32, [UInt8])] = [
+            (R.getFeatures.rawValue, 0x2, []),                                       // bad version bits
+            (R.setFeatures.rawValue, VhostUser.version, .le(UInt64(0))),           // legacy: no VERSION_1
+            (R.setFeatures.rawValue, VhostUser.version, [1, 2]),                    // short payload
+            (R.setVringNum.rawValue, VhostUser.version, [0]),                       // short payload
+            (R.setMemTable.rawValue, VhostUser.version, .le(UInt32(3), UInt32(0))), // regions without descriptors
+            (R.setVringKick.rawValue, VhostUser.version, .le(UInt64(0))),           // descriptor missing
+            (R.setVringAddr.rawValue, VhostUser.version, .le(UInt32(0), UInt32(0)) + .le(UInt64(1) << 40, UInt64(1) << 40, UInt64(1) << 40, UInt64(0))),
+        ]
+        var expectedEndings = 0
+        for (request, flags, payload) in cases {
+            let socket = try fixture.rawConnection()
+            if request == R.setVringAddr.rawValue {
+                // Addresses outside guest memory fail when the queue starts.
+                try socket.send(request: R.setVringNum.rawValue, flags: VhostUser.version, payload: .le(UInt32(0), UInt32(8)))
+                try socket.send(request: request, flags: flags, payload: payload)
+                let kick = daxfs_eventfd(0, 0)
+                try socket.send(request: R.setVringKick.rawValue, flags: VhostUser.version, payload: .le(UInt64(0)), fds: [kick])
+                Glibc.close(kick)
+            } else {
+                try socket.send(request: request, flags: flags, payload: payload)
+            }
+            expectedEndings += 1
+            let endings = fixture.waitForEndings(expectedEndings)
+            #expect(endings.count == expectedEndings, "request \(request) did not end the connection")
+            Glibc.close(socket.fd)
+        }
+        // An oversized header alone.
+        let socket = try fixture.rawConnection()
+        var header: [UInt8] = .le(R.getFeatures.rawValue, VhostUser.version, UInt32(1 << 20))
+        _ = header.withUnsafeMutableBytes { Glibc.send(socket.fd, $0.baseAddress, $0.count, 0) }
+        expectedEndings += 1
+        #expect(fixture.waitForEndings(expectedEndings).count == expectedEndings)
+        Glibc.close(socket.fd)
+
+        // Unknown requests with NEED_REPLY get a failure status, and the connection lives on.
+        let live = try fixture.rawConnection()
+        try live.send(request: 9999, flags: VhostUser.version | VhostUser.needReplyFlag, payload: [])
+        let reply = try live.receive()
+        #expect(reply.payload == .le(UInt64(1)))
+        try live.send(request: R.getFeatures.rawValue, flags: VhostUser.version, payload: [])
+        #expect(try live.receive().payload.count == 8)
+        Glibc.close(live.fd)
+
+        // And a real frontend still works afterwards.
+        let frontend = try VhostUserFrontend(socketPath: fixture.socketPath)
+        let client = FUSEClient(channel: try VirtioChannel(frontend: frontend, slots: 2))
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        #expect(try client.getattr(.root).mode & 0o170000 == 0o040000)
+    }
+
+    /// Broken descriptor chains fail that request (completed with 0 bytes) and
+    /// the device keeps serving.
+    @Test func badDescriptorChainsFailOnlyThatRequest() throws {
+        let fixture = try BackendFixture()
+        defer { fixture.stop() }
+        let frontend = try VhostUserFrontend(socketPath: fixture.socketPath)
+        let channel = try VirtioChannel(frontend: frontend, slots: 2)
+        let client = FUSEClient(channel: channel)
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+
+        let queue = frontend.queues[1]
+        let memory = frontend.memory
+        let buffer = try memory.allocate(4096)
+        let outside = memory.size + (1 << 30)
+        let ring = queue.ring
+        // Descriptors 100+ are never handed out by this test's channel (2 slots × 2 descriptors).
+        let broken: [(String, () -> Void)] = [
+            ("loop", { ring.writeDescriptor(100, address: buffer, length: 64, flags: 1, next: 101)
+                       ring.writeDescriptor(101, address: buffer, length: 64, flags: 1, next: 100) }),
+            ("out of range address", { ring.writeDescriptor(100, address: outside, length: 64, flags: 0, next: 0) }),
+            ("address overflow", { ring.writeDescriptor(100, address: UInt64.max - 10, length: 64, flags: 0, next: 0) }),
+            ("next out of range", { ring.writeDescriptor(100, address: buffer, length: 64, flags: 1, next: 5000) }),
+            ("readable after writable", { ring.writeDescriptor(100, address: buffer, length: 64, flags: 3, next: 101)
+                                          ring.writeDescriptor(101, address: buffer, length: 64, flags: 0, next: 0) }),
+            ("nested indirect", {
+                let table = memory.pointer(buffer)
+                table.storeBytes(of: (buffer).littleEndian, toByteOffset: 0, as: UInt64.self)
+                table.storeBytes(of: UInt32(16).littleEndian, toByteOffset: 8, as: UInt32.self)
+                table.storeBytes(of: UInt16(4).littleEndian, toByteOffset: 12, as: UInt16.self)
+                ring.writeDescriptor(100, address: buffer, length: 16, flags: 4, next: 0) }),
+            ("indirect table of odd size", { ring.writeDescriptor(100, address: buffer, length: 17, flags: 4, next: 0) }),
+            ("garbage request", {
+                memory.pointer(buffer).initializeMemory(as: UInt8.self, repeating: 0xEE, count: 64)
+                ring.writeDescriptor(100, address: buffer, length: 64, flags: 1, next: 101)
+                ring.writeDescriptor(101, address: buffer + 1024, length: 1024, flags: 2, next: 0) }),
+        ]
+        for (name, build) in broken {
+            let completed: [(head: UInt16, length: UInt32)] = queue.lock.withLock { _ in
+                build()
+                ring.publishRaw(head: 100)
+                queue.notify()
+                var done: [(head: UInt16, length: UInt32)] = []
+                for _ in 0 ..< 1000 where done.isEmpty {
+                    done = ring.reap()
+                    if done.isEmpty { usleep(1000) }
+                }
+                return done
+            }
+            #expect(completed.count == 1, "\(name): not completed")
+            #expect(completed.first?.head == 100, "\(name)")
+            if name == "garbage request" {
+                // A well-formed chain carrying garbage gets an EINVAL reply header.
+                #expect(completed.first?.length == 16, "\(name)")
+                let error = memory.pointer(buffer + 1024).loadUnaligned(fromByteOffset: 4, as: Int32.self)
+                #expect(error == -EINVAL)
+            } else {
+                #expect(completed.first?.length == 0, "\(name): \(completed.first?.length ?? 0) bytes")
+            }
+            // The device still answers.
+            #expect(try client.getattr(.root).mode & 0o170000 == 0o040000, "\(name): device stopped")
+        }
+    }
+
+    /// `daxfs serve` killed under a connected frontend: calls fail with
+    /// ENOTCONN instead of hanging.
+    @Test func backendDeathFailsCallsInsteadOfHanging() throws {
+        let binary = daxfsBinary()
+        guard access(binary, X_OK) == 0 else {
+            print("skipped: no daxfs binary at \(binary)")
+            return
+        }
+        var template = Array("/tmp/daxfs-vhost-XXXXXX".utf8CString)
+        let directory = String(cString: mkdtemp(&template)!)
+        defer { _ = system("rm -rf '\(directory)'") }
+        mkdir(directory + "/share", 0o755)
+        let socketPath = directory + "/socket"
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: binary)
+        server.arguments = ["serve", "--socket-path", socketPath, "--shared-dir", directory + "/share", "--log-level", "error"]
+        try server.run()
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) }; server.waitUntilExit() }
+        for _ in 0 ..< 500 where access(socketPath, F_OK) != 0 { usleep(10_000) }
+        let frontend = try VhostUserFrontend(socketPath: socketPath)
+        let client = FUSEClient(channel: try VirtioChannel(frontend: frontend, slots: 2, pollMicroseconds: 0))
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        #expect(try client.getattr(.root).mode & 0o170000 == 0o040000)
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        let start = Date()
+        #expect(throws: Errno.notConnected) { _ = try client.getattr(.root) }
+        #expect(throws: Errno.notConnected) { _ = try client.getattr(.root) }
+        #expect(Date().timeIntervalSince(start) < 5)
+    }
+}
+
+/// The daxfs executable next to the test runner, or $DAXFS_BIN.
+func daxfsBinary() -> String {
+    if let override = ProcessInfo.processInfo.environment["DAXFS_BIN"] { return override }
+    let runner = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    return runner.deletingLastPathComponent().appendingPathComponent("daxfs").path
+}
