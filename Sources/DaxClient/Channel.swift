@@ -24,7 +24,7 @@ extension FUSEChannel {
 /// thread by the server's session, and the reply is read in place.
 public final class EmbeddedChannel: FUSEChannel {
     public let session: FUSESession
-    private let pool = Mutex<[ReplyBuffer]>([])
+    private let pool = Locked<[ReplyBuffer]>([])
     private let bufferSize: Int
 
     public init(session: FUSESession) {

@@ -116,7 +116,7 @@ public final class DaxClient: Sendable {
     let window: (any ClientWindow)?
     let manager: WindowManager?
     let counters = IOCounters()
-    private let nodes = Mutex<[UInt64: NodeRecord]>([:])
+    private let nodes = Locked<[UInt64: NodeRecord]>([:])
     private let closed = Atomic<Bool>(false)
 
     /// Connects over `channel` (sends INIT). With `window` nil, or a server that

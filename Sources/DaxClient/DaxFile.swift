@@ -15,7 +15,7 @@ public final class DaxFile: Sendable {
     public let writable: Bool
     let openFlags: Int32
     let record: NodeRecord
-    private let position = Mutex<UInt64>(0)
+    private let position = Locked<UInt64>(0)
     private let closed = Atomic<Bool>(false)
 
     init(client: DaxClient, node: NodeID, handle: FileHandle, record: NodeRecord, readable: Bool, writable: Bool, openFlags: Int32) {

@@ -48,10 +48,10 @@ final class WindowManager: @unchecked Sendable {
     /// False once the server answered SETUPMAPPING with ENOSYS.
     let enabled = Atomic<Bool>(true)
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let rangeEvent = WakeUp()
     private let reclaimEvent = WakeUp()
-    private let reclaimer = Mutex<OSThread?>(nil)
+    private let reclaimer = Locked<OSThread?>(nil)
 
     struct Options {
         var mode: DAXMode
@@ -74,7 +74,7 @@ final class WindowManager: @unchecked Sendable {
         admitAfterMisses = UInt32(max(1, options.admitAfterMisses))
         missPeriod = max(64, 2 * rangeCount)
         self.fuse = fuse
-        state = Mutex(State(rangeCount: rangeCount))
+        state = Locked(State(rangeCount: rangeCount))
     }
 
     // MARK: State

@@ -70,7 +70,7 @@ public final class FUSESession: Sendable {
     private let negotiated = Atomic<UInt64>(0)
     private let initialized = Atomic<Bool>(false)
     private let destroyed = Atomic<Bool>(false)
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     struct State {
         var connection: FUSEConnection?

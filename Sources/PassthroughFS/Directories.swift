@@ -13,7 +13,7 @@ final class OpenDirectory: @unchecked Sendable {
 
     let fd: Int32
     let inode: Inode
-    let cursor = Mutex(DirectoryCursor())
+    let cursor = Locked(DirectoryCursor())
     /// Guarded by `cursor`.
     let buffer: UnsafeMutableRawBufferPointer
 

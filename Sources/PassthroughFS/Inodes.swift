@@ -14,7 +14,7 @@ final class Inode: Sendable {
     /// `S_IFMT` bits; an inode never changes type.
     let type: UInt32
     /// Open files, passthrough backing and lock owners of this inode.
-    let state = Mutex(InodeState())
+    let state = Locked(InodeState())
 
     init(id: NodeID, fd: Int32, stat st: stat) {
         self.id = id

@@ -73,16 +73,16 @@ public final class PassthroughFS: FileSystem {
     /// A readable descriptor of the root, for syncfs (which refuses `O_PATH`).
     let rootReadFD: Int32
 
-    let nodes: Mutex<NodeTable>
+    let nodes: Locked<NodeTable>
     let nextNodeID = Atomic<UInt64>(2)
-    let handles = Mutex(HandleTable())
+    let handles = Locked(HandleTable())
 
     let entryTimeout: CacheTimeout
     let attrTimeout: CacheTimeout
     /// Timeout of negative entries; nil answers ENOENT instead (never cache).
     let negativeTimeout: CacheTimeout?
 
-    let backing = Mutex<(any BackingRegistry)?>(nil)
+    let backing = Locked<(any BackingRegistry)?>(nil)
     let passthroughActive = Atomic<Bool>(false)
     let passthroughWarned = Atomic<Bool>(false)
 
@@ -99,7 +99,7 @@ public final class PassthroughFS: FileSystem {
         rootReadFD = readable.release()
         var table = NodeTable()
         table.insert(self.root, count: 1)
-        nodes = Mutex(table)
+        nodes = Locked(table)
 
         switch options.cache {
         case .auto:

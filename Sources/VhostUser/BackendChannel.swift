@@ -11,7 +11,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     private let socket: MessageSocket
     private let owner: SharedDescriptor
     /// One request at a time: replies carry no id.
-    private let lock = Mutex(())
+    private let lock = Locked(())
 
     init(fd: Int32, windowSize: UInt64) {
         owner = SharedDescriptor(adopting: fd)

@@ -31,7 +31,7 @@ public final class VhostUserFrontend: @unchecked Sendable {
     public let protocolFeatures: UInt64
     /// The DAX window size the backend asked for in GET_SHMEM_CONFIG (0 = none).
     public let windowSize: UInt64
-    private let control = Mutex(())
+    private let control = Locked(())
     private var backendThread: OSThread?
     private let backendSocket: Int32?
     private let socketOwner: SharedDescriptor
@@ -222,7 +222,7 @@ public final class FrontendQueue: @unchecked Sendable {
     public let kick: SharedDescriptor
     public let call: SharedDescriptor
     /// Serializes submit and reap.
-    public let lock = Mutex(())
+    public let lock = Locked(())
 
     init(index: Int, size: UInt16, memory: SharedGuestMemory) throws(Errno) {
         self.index = index

@@ -16,15 +16,15 @@ protocol ChainHandler: AnyObject, Sendable {
 final class RunningQueue: @unchecked Sendable {
     let index: Int
     let ring: SplitQueue
-    private let completion = Mutex(())
-    private let callFD: Mutex<SharedDescriptor?>
+    private let completion = Locked(())
+    private let callFD: Locked<SharedDescriptor?>
     /// Requests handed to worker threads and not yet completed.
     private let inFlight = Atomic<Int>(0)
 
     init(index: Int, ring: SplitQueue, call: SharedDescriptor?) {
         self.index = index
         self.ring = ring
-        callFD = Mutex(call)
+        callFD = Locked(call)
     }
 
     func setCall(_ descriptor: SharedDescriptor?) { callFD.withLock { $0 = descriptor } }

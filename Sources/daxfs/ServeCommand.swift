@@ -71,7 +71,7 @@ struct ServeCommand: ParsableCommand {
         }
 
         let listener = try UnixListener(path: socketPath)
-        let current = Mutex<Int32>(-1)
+        let current = Locked<Int32>(-1)
         let stopping = Atomic<Bool>(false)
         SignalWatcher.start(onFirst: {
             stopping.store(true, ordering: .releasing)

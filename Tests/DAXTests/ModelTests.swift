@@ -188,7 +188,7 @@ struct ModelTests {
             workloads.append(Workload(client: client, names: names, files: files, model: model,
                                       rng: SeededRandom(seed: seed &+ UInt64(t) &* 0x9E37), pool: pool, seed: seed, shared: shared))
         }
-        let results = Mutex<[Int: Workload]>([:])
+        let results = Locked<[Int: Workload]>([:])
         let sendable = UncheckedBox(workloads)
         var threads: [OSThread] = []
         for t in 0 ..< 4 {

@@ -1,0 +1,28 @@
+import Glibc
+
+/// A value behind a pthread mutex. daxfs uses this instead of
+/// `Synchronization.Mutex` because the thread sanitizer understands pthread
+/// locks but not the futex calls `Mutex` makes on Linux (CI runs the
+/// concurrent DAX model test under TSan).
+public final class Locked<Value: ~Copyable>: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var value: Value
+
+    public init(_ value: consuming Value) {
+        self.value = value
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with exclusive access to the value.
+    @inline(__always)
+    public func withLock<Result: ~Copyable, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
+}
