@@ -12,6 +12,8 @@ public struct FSBackendOptions: Sendable {
     public var threadPoolSize = 0
     /// Request queues offered (GET_QUEUE_NUM reports this plus the hiprio queue).
     public var requestQueues = 16
+    /// Microseconds a queue thread spins for new requests before sleeping on its kick eventfd.
+    public var pollMicroseconds = 50
     /// Size of the DAX cache window offered in GET_SHMEM_CONFIG (shmid 0); 0 = no DAX.
     public var cacheSize: UInt64 = 0
     public var session = SessionOptions()
@@ -268,7 +270,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                                   eventIndex: features & VhostUser.Feature.eventIndex != 0, nextAvailable: vring.base)
             let queue = RunningQueue(index: index, ring: ring, call: vring.call)
             do throws(Errno) {
-                vrings[index].runner = try QueueRunner(queue: queue, kick: kick, enabled: vring.enabled, handler: device, logger: logger)
+                vrings[index].runner = try QueueRunner(queue: queue, kick: kick, enabled: vring.enabled, handler: device, logger: logger,
+                                                       pollMicroseconds: backend.options.pollMicroseconds)
             } catch {
                 throw .system(error)
             }

@@ -55,7 +55,12 @@ final class QueueRunner: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private var thread: OSThread?
 
-    init(queue: RunningQueue, kick: SharedDescriptor, enabled: Bool, handler: any ChainHandler, logger: Logger) throws(Errno) {
+    /// Spin budget after the ring runs dry, before sleeping on the kick eventfd.
+    private let pollNanoseconds: UInt64
+
+    init(queue: RunningQueue, kick: SharedDescriptor, enabled: Bool, handler: any ChainHandler, logger: Logger,
+         pollMicroseconds: Int = 0) throws(Errno) {
+        pollNanoseconds = UInt64(max(0, pollMicroseconds)) * 1000
         self.queue = queue
         self.kick = kick
         wake = SharedDescriptor(adopting: try Syscall.call { daxfs_eventfd(0, DAXFS_EFD_CLOEXEC) })
@@ -78,6 +83,16 @@ final class QueueRunner: @unchecked Sendable {
         thread = nil
         while queue.pending > 0 { usleep(100) }
         return queue.ring.nextAvailable
+    }
+
+    /// Spins up to the poll budget; true when the driver published work meanwhile.
+    private func spinForWork() -> Bool {
+        let start = monotonicNanoseconds()
+        while monotonicNanoseconds() &- start < pollNanoseconds {
+            if queue.ring.hasAvailable { return true }
+            if stopping.load(ordering: .relaxed) { return false }
+        }
+        return false
     }
 
     private func poke() {
@@ -107,6 +122,9 @@ final class QueueRunner: @unchecked Sendable {
                     if stopping.load(ordering: .relaxed) { return }
                 }
                 if queue.ring.enableNotifications() { continue }  // raced with the driver
+                // Adaptive polling: a request that arrives soon is served without a
+                // wake-up (~45 µs across cores here); then sleep.
+                if pollNanoseconds > 0 && spinForWork() { continue }
             }
             fds[0].revents = 0
             fds[1].revents = 0
@@ -118,4 +136,11 @@ final class QueueRunner: @unchecked Sendable {
             if fds[0].revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 { return }
         }
     }
+}
+
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
 }

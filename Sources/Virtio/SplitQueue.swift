@@ -103,6 +103,9 @@ public final class SplitQueue: @unchecked Sendable {
     /// The driver's available index.
     var availableIndex: UInt16 { daxfs_load_acquire_u16(available + 2) }
 
+    /// Whether the driver has published requests not yet popped.
+    public var hasAvailable: Bool { availableIndex != nextAvailable }
+
     /// The next request, nil when the ring is empty.
     public func pop() -> PoppedChain? {
         let availableIndex = self.availableIndex

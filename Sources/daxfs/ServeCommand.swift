@@ -30,6 +30,8 @@ struct ServeCommand: ParsableCommand {
     var mapAlignment: UInt16?
     @Option(help: "DAX cache window offered to the frontend in GET_SHMEM_CONFIG, in MiB; 0 = no DAX (default: 0).")
     var cacheSizeMib: UInt64 = 0
+    @Option(help: "Microseconds each queue thread spins for new requests before sleeping; trades CPU for latency (default: 50).")
+    var pollUs = 50
     @Flag(help: "Keep listening for the next frontend after one disconnects (default: exit).") var keepListening = false
     @Flag(help: "Print the vhost-user backend capabilities JSON (for QEMU and libvirt) and exit.") var printCapabilities = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
@@ -63,6 +65,7 @@ struct ServeCommand: ParsableCommand {
 
         var options = FSBackendOptions()
         options.threadPoolSize = threadPoolSize
+        options.pollMicroseconds = max(0, pollUs)
         options.cacheSize = cacheSizeMib << 20
         options.session.mapAlignmentLog2 = mapAlignment
         let options2 = fsOptions

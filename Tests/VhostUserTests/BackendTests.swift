@@ -1,5 +1,6 @@
 import CLinux
 import Foundation
+import DAX
 import DaxClient
 import FUSEABI
 import FUSEServer
@@ -257,4 +258,46 @@ func daxfsBinary() -> String {
     if let override = ProcessInfo.processInfo.environment["DAXFS_BIN"] { return override }
     let runner = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     return runner.deletingLastPathComponent().appendingPathComponent("daxfs").path
+}
+
+@Suite(.serialized) struct DAXOverVhostUserTests {
+    /// SETUPMAPPING in the backend becomes SHMEM_MAP to the frontend, which
+    /// maps the host file into its window; reads and writes then go through it.
+    @Test func windowReadsAndWritesReachTheHostFile() throws {
+        var options = FSBackendOptions()
+        options.cacheSize = 64 << 20
+        let fixture = try BackendFixture(options: options)
+        defer { fixture.stop() }
+        let content = (0 ..< (3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try Data(content).write(to: URL(fileURLWithPath: fixture.share + "/data"))
+        do {
+            let made = Locked<LocalWindow?>(nil)
+            let frontend = try VhostUserFrontend(socketPath: fixture.socketPath) { size throws(Errno) in
+                let window = try LocalWindow(size: size)
+                made.withLock { $0 = window }
+                return window
+            }
+            #expect(frontend.windowSize == 64 << 20)
+            let window = try #require(made.withLock { $0 } as LocalWindow?)
+            var clientOptions = DaxClient.Options()
+            clientOptions.windowSize = 64 << 20
+            clientOptions.mode = .always
+            let client = try DaxClient(channel: try VirtioChannel(frontend: frontend), window: window, options: clientOptions)
+            let file = try client.open("data", flags: O_RDWR)
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            let count = try buffer.withUnsafeMutableBytes { try file.pread(into: $0, at: (2 << 20) + 100) }
+            #expect(count == 8192)
+            #expect(Array(buffer) == Array(content[(2 << 20) + 100 ..< (2 << 20) + 100 + 8192]))
+            #expect(client.statistics.mappingsSetUp >= 1)
+            #expect(client.statistics.fuseReads == 0)
+            // A window write reaches the host file without FUSE_WRITE.
+            let patch = [UInt8](repeating: 0xAB, count: 4096)
+            _ = try patch.withUnsafeBytes { try file.pwrite($0, at: 4096) }
+            #expect(client.statistics.fuseWrites == 0)
+            let host = try Data(contentsOf: URL(fileURLWithPath: fixture.share + "/data"))
+            #expect(Array(host[4096 ..< 8192]) == patch)
+            try file.close()
+            client.shutdown()
+        }
+    }
 }
