@@ -12,8 +12,15 @@ import Glibc
 @Suite(.serialized)
 struct GuestTests {
     enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
-        case virtiofsd, daxfs
+        /// Debian's C virtiofsd, the control.
+        case virtiofsd
+        /// `daxfs serve` as QEMU uses it by default.
+        case daxfs
+        /// `daxfs serve` with worker threads and two request queues (a 6.1
+        /// guest sets up every queue but sends requests on the first only).
+        case daxfsThreadPool = "daxfs-thread-pool"
         var testDescription: String { rawValue }
+        var requestQueues: Int { self == .daxfsThreadPool ? 2 : 1 }
     }
 
     static let repoRoot = URL(fileURLWithPath: #filePath)
@@ -36,24 +43,23 @@ struct GuestTests {
     @Test(arguments: Backend.allCases)
     func guestRunsChecks(backend: Backend) throws {
         if let reason = Self.missingPrerequisite(for: backend) {
-            print("skipping guest test [\(backend)]: \(reason)")
+            print("skipping guest test [\(backend.rawValue)]: \(reason)")
             return
         }
         let command = try Self.backendCommand(backend)
-        let run = try Self.runGuest(backendCommand: command)
+        let run = try Self.runGuest(backendCommand: command, requestQueues: backend.requestQueues)
 
         let results = Self.parseResults(run.output)
-        print("guest [\(backend)]: boot-to-poweroff \(run.bootToPoweroff ?? "?") s, exit \(run.status)")
+        print("guest [\(backend.rawValue)]: boot-to-poweroff \(run.bootToPoweroff ?? "?") s, exit \(run.status)")
         for line in run.output.split(separator: "\n") where line.hasPrefix("RESULT ") {
-            print("  [\(backend)] \(line)")
+            print("  [\(backend.rawValue)] \(line)")
         }
-        for name in Self.expectedChecks {
-            #expect(results[name] != nil, "[\(backend)] check \(name) did not report")
-        }
+        let missing = Self.expectedChecks.filter { results[$0] == nil }
+        #expect(missing.isEmpty, "[\(backend.rawValue)] checks that did not report: \(missing.joined(separator: " "))")
         for (name, result) in results.sorted(by: { $0.key < $1.key }) {
-            #expect(result.passed, "[\(backend)] \(name) failed: \(result.detail)")
+            #expect(result.passed, "[\(backend.rawValue)] \(name) failed: \(result.detail)")
         }
-        #expect(run.status == 0, "[\(backend)] run-guest.sh exited \(run.status):\n\(run.output.suffix(6000))")
+        #expect(run.status == 0, "[\(backend.rawValue)] run-guest.sh exited \(run.status):\n\(run.output.suffix(6000))")
     }
 
     // MARK: - Environment
@@ -75,8 +81,9 @@ struct GuestTests {
         case .virtiofsd:
             return "\(virtiofsd) --socket-path={socket} -o source={dir} -o cache=auto -o xattr"
         case .daxfs:
-            let binary = try daxfsBinary()
-            return "'\(binary)' serve --socket-path {socket} --shared-dir {dir} --cache auto --xattr"
+            return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --cache auto --xattr"
+        case .daxfsThreadPool:
+            return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --xattr --thread-pool-size 2"
         }
     }
 
@@ -105,17 +112,18 @@ struct GuestTests {
     /// Runs run-guest.sh with its output in a file (no pipe to fill up), with a
     /// deadline: on expiry SIGTERM lets the script kill QEMU and the backend,
     /// then SIGKILL follows.
-    static func runGuest(backendCommand: String) throws -> Run {
+    static func runGuest(backendCommand: String, requestQueues: Int) throws -> Run {
         let logURL = FileManager.default.temporaryDirectory
             .appendingPathComponent("daxfs-guest-test-\(getpid())-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: logURL) }
         let log = try FileHandle(forWritingTo: logURL)
         defer { try? log.close() }
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [runScript, "--backend-cmd", backendCommand, "--timeout", String(Int(guestTimeout))]
+        process.arguments = [runScript, "--backend-cmd", backendCommand, "--request-queues", String(requestQueues),
+                             "--timeout", String(Int(guestTimeout))]
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice

@@ -98,7 +98,7 @@ struct LifecycleTests {
             return
         }
         try withMount(mode, label: "fio") { mount in
-            let common = ["--directory=\(mount.mountpoint)", "--ioengine=psync", "--verify=crc32c", "--verify_fatal=1", "--group_reporting"]
+            let common = ["--directory=\(mount.mountpoint)", "--ioengine=psync", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--group_reporting"]
             let jobs: [[String]] = [
                 ["--name=seqwrite", "--rw=write", "--bs=1M", "--size=64M", "--filename=seq"],
                 ["--name=seqread", "--rw=read", "--bs=1M", "--size=64M", "--filename=seq"],

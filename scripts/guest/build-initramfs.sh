@@ -80,7 +80,9 @@ install -m 755 "$here/init.sh" "$root/init"
 install -m 755 "$here/check.sh" "$root/check.sh"
 
 tmp=$(mktemp "$cache/initramfs.XXXXXX")
+trap 'rm -rf "$root" "$tmp"' EXIT
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) > "$tmp"
 chmod 644 "$tmp"
 mv "$tmp" "$out"   # atomic: concurrent builders never see a partial file
+find "$cache" -maxdepth 1 -name 'initramfs-*.cpio' ! -path "$out" -mmin +60 -delete  # stale builds
 echo "$out"

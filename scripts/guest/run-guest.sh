@@ -3,25 +3,30 @@
 # check.sh in it. Prints RESULT lines (guest and host-side checks), a TIME line
 # and a closing "N passed, N failed" line; exits 0 only if every check passed.
 #
-#   run-guest.sh [--backend-cmd 'CMD'] [--timeout SECONDS] [--kernel VERSION] [--trace] [--keep]
+#   run-guest.sh [--backend-cmd 'CMD'] [--request-queues N] [--timeout SECONDS]
+#                [--kernel VERSION] [--trace] [--keep]
 #
 # CMD is a shell command; {socket} and {dir} in it are replaced by the
 # vhost-user socket path and the shared directory. The default is Debian's C
-# virtiofsd (the control). --trace writes QEMU's vhost_user* trace events to
-# qemu-trace.log in the work directory and keeps it; --keep keeps the work
-# directory (it is always kept, minus the big files, when a check fails).
+# virtiofsd (the control). --request-queues sets num-request-queues of
+# vhost-user-fs-pci (default 1, all the C virtiofsd supports). --trace writes
+# QEMU's vhost* trace events to qemu-trace.log in the work directory and keeps
+# it; --keep keeps the work directory (always kept, minus the big files, when
+# a check fails). For a decoded log of every vhost-user message, wrap the
+# backend in vhost-user-trace.py (see its header).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 backend_cmd='/usr/lib/qemu/virtiofsd --socket-path={socket} -o source={dir} -o cache=auto -o xattr'
-timeout=600 kver=${DAXFS_GUEST_KERNEL:-} trace=0 keep=0
+timeout=600 queues=1 kver=${DAXFS_GUEST_KERNEL:-} trace=0 keep=0
 while [ $# -gt 0 ]; do
     case $1 in
         --backend-cmd) backend_cmd=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
+        --request-queues) queues=$2; shift 2 ;;
         --kernel) kver=$2; shift 2 ;;
         --trace) trace=1 keep=1; shift ;;
         --keep) keep=1; shift ;;
-        *) echo "usage: $0 [--backend-cmd CMD] [--timeout S] [--kernel VER] [--trace] [--keep]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--backend-cmd CMD] [--request-queues N] [--timeout S] [--kernel VER] [--trace] [--keep]" >&2; exit 2 ;;
     esac
 done
 if [ -z "$kver" ]; then
@@ -38,10 +43,12 @@ shared=$work/shared socket=$work/vhost.sock console=$work/console.log
 mkdir "$shared"
 qemu_pid= backend_pid= failed=0
 cleanup() {
-    for pid in $qemu_pid $backend_pid; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    local status=$?
+    set +e
+    for pid in $qemu_pid $backend_pid; do kill -KILL "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
     rm -f "$shared"/*.bin
     if [ $keep = 1 ] || [ $failed = 1 ]; then echo "run-guest: logs kept in $work"; else rm -rf "$work"; fi
+    exit $status
 }
 trap cleanup EXIT
 trap 'failed=1; exit 130' INT TERM
@@ -74,7 +81,7 @@ qemu_args=(-accel tcg -machine pc -m 1G -smp 2 -nodefaults -display none -no-reb
     -kernel "/boot/vmlinuz-$kver" -initrd "$initramfs"
     -append "console=ttyS0 quiet panic=-1 daxfs.tag=myfs"
     -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem
-    -chardev "socket,id=char0,path=$socket" -device vhost-user-fs-pci,chardev=char0,tag=myfs
+    -chardev "socket,id=char0,path=$socket" -device "vhost-user-fs-pci,chardev=char0,tag=myfs,num-request-queues=$queues"
     -serial "file:$console")
 [ $trace = 1 ] && qemu_args+=(-trace 'vhost_user_*' -trace 'vhost_*' -D "$work/qemu-trace.log")
 start=$(date +%s.%N)
@@ -91,9 +98,9 @@ while kill -0 $qemu_pid 2>/dev/null; do
     if [ "$(date +%s)" -ge $deadline ]; then timed_out=1; kill -KILL $qemu_pid; break; fi
     sleep 0.2
 done
-wait $qemu_pid && qemu_status=0 || qemu_status=$?
+wait $qemu_pid 2>/dev/null && qemu_status=0 || qemu_status=$?
 qemu_pid=
-elapsed=$(echo "$(date +%s.%N) - $start" | bc)
+elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 
 # The guest's own results, then the host-side checks.
 tr -d '\r' < "$console" | grep '^RESULT ' >> "$results" || true
@@ -115,8 +122,8 @@ backend_status=running
 for _ in $(seq 100); do kill -0 $backend_pid 2>/dev/null || break; sleep 0.1; done
 if ! kill -0 $backend_pid 2>/dev/null; then
     wait $backend_pid && backend_status=0 || backend_status=$?
+    backend_pid=
 fi
-backend_pid=
 if [ "$backend_status" = 0 ]; then result backend-exit PASS
 else result backend-exit FAIL "status $backend_status 10 s after qemu exited"; fi
 
