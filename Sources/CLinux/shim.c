@@ -93,6 +93,24 @@ int daxfs_removexattr(const char *path, const char *name) { return removexattr(p
 
 static __thread int daxfs_umask_cleared;
 
+static __thread int daxfs_umask_own = 0;
+static __thread unsigned int daxfs_umask_value = 0;
+
+int daxfs_thread_set_umask(unsigned int mask) {
+    if (!daxfs_umask_own) {
+        if (unshare(CLONE_FS) != 0) return -1;
+        daxfs_umask_own = 1;
+        daxfs_umask_value = umask(mask & 0777);
+        daxfs_umask_value = mask & 0777;
+        return 0;
+    }
+    if (daxfs_umask_value != (mask & 0777)) {
+        umask(mask & 0777);
+        daxfs_umask_value = mask & 0777;
+    }
+    return 0;
+}
+
 int daxfs_thread_clear_umask(void) {
     if (daxfs_umask_cleared) return 0;
     if (unshare(CLONE_FS) != 0) return -1;
@@ -149,14 +167,21 @@ size_t daxfs_safe_copy(void *dst, const void *src, size_t n) {
 }
 
 static __thread unsigned int daxfs_current_uid = 0, daxfs_current_gid = 0;
-static __thread int daxfs_groups_dropped = 0;
+/// 0: the process's groups; 1: none; 2: a caller's list.
+static __thread int daxfs_groups_state = 0;
 
-int daxfs_become(unsigned int uid, unsigned int gid) {
-    if (uid == daxfs_current_uid && gid == daxfs_current_gid) return 0;
-    if (uid != 0 && !daxfs_groups_dropped) {
+int daxfs_become(unsigned int uid, unsigned int gid) { return daxfs_become_with_groups(uid, gid, NULL, 0); }
+
+int daxfs_become_with_groups(unsigned int uid, unsigned int gid, const unsigned int *groups, int count) {
+    if (count > 0) {
+        // Raw syscall: glibc's setgroups would change every thread.
+        if (syscall(SYS_setgroups, (size_t)count, groups) != 0) return -1;
+        daxfs_groups_state = 2;
+    } else if (daxfs_groups_state == 2 || (uid != 0 && daxfs_groups_state == 0)) {
         if (syscall(SYS_setgroups, 0, NULL) != 0) return -1;
-        daxfs_groups_dropped = 1;
+        daxfs_groups_state = 1;
     }
+    if (uid == daxfs_current_uid && gid == daxfs_current_gid) return 0;
     if (gid != daxfs_current_gid) {
         setfsgid(gid);
         if ((unsigned int)setfsgid((gid_t)-1) != gid) { errno = EPERM; return -1; }

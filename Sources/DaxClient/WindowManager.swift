@@ -267,7 +267,10 @@ final class WindowManager: @unchecked Sendable {
                 // A miss. Under pressure — demand exceeds the window and only
                 // the reserve is left — a small access is cheaper as FUSE I/O
                 // than as a new mapping that evicts another (see DaxClient.Options).
-                let pressure = s.free.isEmpty || (s.exhausted && s.free.count <= reclaimThreshold)
+                // In `.auto` only an empty free list is pressure: the reserve
+                // would otherwise sit unused while misses go to FUSE_READ
+                // (measured: 40 % hits with a window of 50 % of the file).
+                let pressure = mode == .auto ? s.free.isEmpty : (s.free.isEmpty || (s.exhausted && s.free.count <= reclaimThreshold))
                 if case .io(small: true) = use, mode == .auto, pressure,
                    !s.admit(ChunkKey(node: node, chunk: chunk), threshold: admitAfterMisses, period: missPeriod) {
                     s.counters.pressureFallbacks += 1
@@ -298,7 +301,10 @@ final class WindowManager: @unchecked Sendable {
                 // a working set of 80–100 % of the window thrash. Here the
                 // reserve is kept only once the window has run out (demand
                 // really exceeds it).
-                if backgroundReclaim && s.exhausted && s.free.count < reclaimThreshold && !s.reclaimRequested {
+                // In `.auto`, misses under pressure go to FUSE_READ, so a free
+                // reserve buys nothing and reclaiming for it only evicts hits;
+                // background reclaim keeps Linux's 20 % in `.always`.
+                if backgroundReclaim && mode != .auto && s.exhausted && s.free.count < reclaimThreshold && !s.reclaimRequested {
                     s.reclaimRequested = true
                     kick = true
                 }

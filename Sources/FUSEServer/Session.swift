@@ -140,7 +140,10 @@ public final class FUSESession: Sendable {
             logger.warning("\(opcode) (unique \(header.unique)) before INIT: EIO")
             return error(header, .io, reply)
         }
-        let context = RequestContext(unique: header.unique, uid: header.uid, gid: header.gid, pid: header.pid)
+        var context = RequestContext(unique: header.unique, uid: header.uid, gid: header.gid, pid: header.pid)
+        if extBytes > 0 {
+            context.supplementaryGroups = Self.supplementaryGroups(UnsafeRawBufferPointer(rebasing: message[argsEnd...]))
+        }
         do throws(RequestFailure) {
             return try dispatch(header, opcode, args, context, reply)
         } catch {
@@ -215,6 +218,21 @@ public final class FUSESession: Sendable {
                 if state.earlyInterrupts.count > 256 { state.earlyInterrupts.removeFirst(64) }
             }
         }
+    }
+
+    /// The FUSE_EXT_GROUPS extension among the request's extensions, if any:
+    /// records of {u32 size, u32 type, payload} with size a multiple of 8.
+    static func supplementaryGroups(_ extensions: UnsafeRawBufferPointer) -> [UInt32] {
+        var reader = WireReader(extensions)
+        while reader.remaining >= ExtHeader.wireSize {
+            guard let ext = try? reader.read(ExtHeader.self), ext.size >= UInt32(ExtHeader.wireSize), ext.size % 8 == 0,
+                  let payload = try? reader.bytes(Int(ext.size) - ExtHeader.wireSize) else { return [] }
+            guard ext.type == ExtHeader.typeSuppGroups else { continue }
+            var groups = WireReader(payload)
+            guard let count = try? groups.u32(), UInt64(count) * 4 <= UInt64(groups.remaining) else { return [] }
+            return (0 ..< count).compactMap { _ in try? groups.u32() }
+        }
+        return []
     }
 
     // MARK: INIT

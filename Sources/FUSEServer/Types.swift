@@ -35,6 +35,9 @@ public struct RequestContext: Sendable {
     public var pid: UInt32
     /// Present only for requests that may block and can be interrupted.
     public var interrupt: InterruptFlag?
+    /// Supplementary groups the kernel sent with a create-type request
+    /// (FUSE_CREATE_SUPP_GROUP); usually empty.
+    public var supplementaryGroups: [UInt32] = []
     public init(unique: UInt64 = 0, uid: UInt32 = 0, gid: UInt32 = 0, pid: UInt32 = 0, interrupt: InterruptFlag? = nil) {
         self.unique = unique; self.uid = uid; self.gid = gid; self.pid = pid; self.interrupt = interrupt
     }

@@ -59,7 +59,7 @@ extension PassthroughFS {
         if inode.isSymlink { throw .loop }
         let fd = try reopen(inode.fd, flags: Self.reopenFlags(flags))
         if killSuidgid && inode.isRegular {
-            do { try killSetID(inode, fd: fd) } catch {
+            do { try killSetID(inode, fd: fd, as: ctx) } catch {
                 Syscall.close(fd)
                 throw error
             }
@@ -70,26 +70,26 @@ extension PassthroughFS {
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, umask: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
         try become(ctx)
         let directory = try inode(parent)
-        prepareToCreate()
+        prepareToCreate(umask: umask)
         let openFlags = (Int32(bitPattern: flags) | O_CREAT | DAXFS_O_NOFOLLOW) & ~Self.droppedCreateFlags
         let fd = try name.withCString { name throws(Errno) in
             try Syscall.openat(directory.fd, name, flags: openFlags, mode: mode & 0o7777)
         }
-        return try finishCreate(fd: fd, flags: flags, killSuidgid: killSuidgid)
+        return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: killSuidgid)
     }
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened) {
         try become(ctx)
         let directory = try inode(parent)
-        prepareToCreate()
+        prepareToCreate(umask: umask)
         // O_TMPFILE refuses O_CREAT; "." relative to the O_PATH parent names the directory.
         let openFlags = (Int32(bitPattern: flags) | DAXFS_O_TMPFILE) & ~(O_CREAT | DAXFS_O_NOFOLLOW | Self.droppedCreateFlags)
         let fd = try Syscall.openat(directory.fd, ".", flags: openFlags, mode: mode & 0o7777)
-        return try finishCreate(fd: fd, flags: flags, killSuidgid: false)
+        return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: false)
     }
 
     /// Entry and handle for a descriptor `create`/`tmpfile` opened (consumed).
-    private func finishCreate(fd: Int32, flags: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
+    private func finishCreate(_ ctx: RequestContext, fd: Int32, flags: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
         let inode: Inode
         var st: stat
         do {
@@ -102,7 +102,7 @@ extension PassthroughFS {
         }
         if killSuidgid {
             do {
-                try killSetID(inode, fd: fd)
+                try killSetID(inode, fd: fd, as: ctx)
                 st = try Syscall.fstat(fd)
             } catch {
                 Syscall.close(fd)
@@ -238,7 +238,7 @@ extension PassthroughFS {
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw .invalidArgument }
         guard Int64(offset).addingReportingOverflow(Int64(data.count)).overflow == false else { throw .fileTooLarge }
-        if writeFlags & FUSEFlag.writeKillSuidgid != 0 { try killSetID(file.inode, fd: file.fd) }
+        if writeFlags & FUSEFlag.writeKillSuidgid != 0 { try killSetID(file.inode, fd: file.fd, as: ctx) }
         var done = 0
         while done < data.count {
             let count: Int

@@ -47,7 +47,7 @@ extension PassthroughFS {
             }
         }
         if request.killSuidgid && request.mode == nil && !inode.isSymlink {
-            try killSetID(inode, fd: file?.fd)
+            try killSetID(inode, fd: file?.fd, as: ctx)
         }
         if request.atime != nil || request.mtime != nil {
             let times = (timespec(request.atime), timespec(request.mtime))
@@ -87,7 +87,7 @@ extension PassthroughFS {
     public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, umask: UInt32) throws(Errno) -> Entry {
         try become(ctx)
         let directory = try inode(parent)
-        prepareToCreate()
+        prepareToCreate(umask: umask)
         return try name.withCString { name throws(Errno) in
             try Syscall.mknodat(directory.fd, name, mode: mode, device: DeviceNumber.decode(rdev))
             let (inode, st) = try lookupReference(parent: directory, name: name)
@@ -98,7 +98,7 @@ extension PassthroughFS {
     public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
         try become(ctx)
         let directory = try inode(parent)
-        prepareToCreate()
+        prepareToCreate(umask: umask)
         return try name.withCString { name throws(Errno) in
             try Syscall.mkdirat(directory.fd, name, mode: mode & 0o7777)
             let (inode, st) = try lookupReference(parent: directory, name: name)

@@ -60,9 +60,17 @@ public final class PassthroughFS: FileSystem {
         /// Serve extended attributes; when false the kernel learns ENOSYS once and stops asking.
         public var xattr: Bool
         public var logger: Logger?
+        /// Look up a non-root caller's supplementary groups in /proc/PID/status
+        /// (cached for a second), so group permissions match the host. Right
+        /// for /dev/fuse, where the header's pid is a host pid; wrong for a
+        /// guest, whose pids mean nothing here (virtio-fs guests check
+        /// permissions themselves with default_permissions).
+        public var callerGroupsFromProc: Bool
 
-        public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil) {
+        public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
+                    callerGroupsFromProc: Bool = true) {
             self.cache = cache; self.passthrough = passthrough; self.xattr = xattr; self.logger = logger
+            self.callerGroupsFromProc = callerGroupsFromProc
         }
     }
 
@@ -84,6 +92,10 @@ public final class PassthroughFS: FileSystem {
 
     let backing = Locked<(any BackingRegistry)?>(nil)
     let passthroughActive = Atomic<Bool>(false)
+    /// FUSE_DONT_MASK was negotiated: creates carry the caller's umask.
+    let dontMask = Atomic<Bool>(false)
+    /// Supplementary groups of calling processes, from /proc (see `Options.callerGroupsFromProc`).
+    let callerGroups: CallerGroups
     let passthroughWarned = Atomic<Bool>(false)
 
     /// Opens `root` (following symlinks in that administrator-given path) and serves it.
@@ -94,6 +106,7 @@ public final class PassthroughFS: FileSystem {
         let readable = FileDescriptor(adopting: try Syscall.openat(rootFD.rawValue, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY))
 
         self.options = options
+        callerGroups = CallerGroups(enabled: options.callerGroupsFromProc)
         self.root = Inode(id: .root, fd: rootFD.release(), stat: st)
         procSelfFD = proc.release()
         rootReadFD = readable.release()
@@ -125,6 +138,11 @@ public final class PassthroughFS: FileSystem {
         var flags: InitFlags = [.asyncRead, .posixLocks, .flockLocks, .atomicOTrunc, .bigWrites,
                                 .doReaddirplus, .readdirplusAuto, .parallelDirops, .asyncDIO, .maxPages,
                                 .cacheSymlinks, .setxattrExt,
+                                // The caller's umask arrives with each create and is applied by
+                                // the host (so default ACLs win over it, as locally).
+                                .dontMask,
+                                // The caller's supplementary group that owns the parent directory.
+                                .createSuppGroup,
                                 // We clear set-id bits ourselves (the server is root, so the host would not);
                                 // saves a security.capability GETXATTR per write.
                                 .handleKillprivV2,
@@ -136,6 +154,7 @@ public final class PassthroughFS: FileSystem {
     }
 
     public func initialize(connection: FUSEConnection) throws(Errno) {
+        dontMask.store(connection.capabilities.contains(.dontMask), ordering: .releasing)
         let registry = options.passthrough && connection.capabilities.contains(.passthrough) ? connection.backing : nil
         backing.withLock { $0 = registry }
         passthroughActive.store(registry != nil, ordering: .releasing)
@@ -213,13 +232,18 @@ public final class PassthroughFS: FileSystem {
     /// Clears set-user-ID, and set-group-ID when group-executable, as the kernel
     /// does for unprivileged writers (FUSE_HANDLE_KILLPRIV_V2). `fd` is a real
     /// open descriptor, or nil to go through `inode`'s proc name.
-    func killSetID(_ inode: Inode, fd: Int32?) throws(Errno) {
+    func killSetID(_ inode: Inode, fd: Int32?, as ctx: RequestContext) throws(Errno) {
         let st = try Syscall.fstat(fd ?? inode.fd)
         var mode = UInt32(st.st_mode) & 0o7777
         let original = mode
         mode &= ~FileMode.setUID
         if mode & FileMode.groupExecute != 0 { mode &= ~FileMode.setGID }
         guard mode != original else { return }
+        // Clearing is the server's duty under FUSE_HANDLE_KILLPRIV_V2 and a
+        // writer who is not the owner may not chmod: do it with our own
+        // credentials, then act as the caller again.
+        _ = try Syscall.call { daxfs_become(0, 0) }
+        defer { try? become(ctx) }
         if let fd {
             try Syscall.fchmod(fd, mode: mode)
         } else {
@@ -227,10 +251,13 @@ public final class PassthroughFS: FileSystem {
         }
     }
 
-    /// New nodes get exactly the mode the kernel sent (see the type's notes).
+    /// New nodes get the caller's umask (FUSE_DONT_MASK: the kernel left it to
+    /// us, so the host applies it — or a default ACL instead), or none when the
+    /// kernel already applied it.
     @inline(__always)
-    func prepareToCreate() {
-        do { try Syscall.clearThreadUmask() } catch {
+    func prepareToCreate(umask: UInt32) {
+        let mask = dontMask.load(ordering: .acquiring) ? umask : 0
+        do { _ = try Syscall.call { daxfs_thread_set_umask(mask) } } catch {
             options.logger?.warning("cannot give this thread its own umask: \(error)")
         }
     }
@@ -302,10 +329,17 @@ extension Attr {
 
 extension PassthroughFS {
     /// Runs the rest of the request with the caller's filesystem uid and gid
-    /// on this thread, so the host kernel checks permissions and assigns
-    /// ownership exactly as for the caller. Free when they are unchanged.
+    /// (and supplementary groups) on this thread, so the host kernel checks
+    /// permissions and assigns ownership exactly as for the caller. Free for
+    /// root callers and when nothing changed.
     @inline(__always)
     func become(_ ctx: RequestContext) throws(Errno) {
-        _ = try Syscall.call { daxfs_become(ctx.uid, ctx.gid) }
+        if ctx.uid == 0 && ctx.supplementaryGroups.isEmpty {
+            _ = try Syscall.call { daxfs_become(0, ctx.gid) }
+            return
+        }
+        var groups = ctx.supplementaryGroups
+        if groups.isEmpty { groups = callerGroups.groups(of: ctx.pid) }
+        _ = try Syscall.call { daxfs_become_with_groups(ctx.uid, ctx.gid, groups, Int32(groups.count)) }
     }
 }

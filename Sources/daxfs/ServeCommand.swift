@@ -58,6 +58,8 @@ struct ServeCommand: ParsableCommand {
         fsOptions.cache = cache.mode
         fsOptions.xattr = xattr
         fsOptions.passthrough = false
+        // Guest pids mean nothing on the host; the guest checks permissions itself.
+        fsOptions.callerGroupsFromProc = false
         fsOptions.logger = logger
         let root = sharedDir
         // Fail now, in plain words, rather than when the guest mounts.

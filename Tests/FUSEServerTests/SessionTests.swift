@@ -319,3 +319,19 @@ struct Harness {
         }
     }
 }
+
+@Suite struct ExtensionTests {
+    @Test func supplementaryGroupsAreParsedFromTheExtension() {
+        let groups: [UInt8] = ExtHeader(size: 24, type: ExtHeader.typeSuppGroups).wireBytes
+            + U32PaddedArg(2, 2000).wireBytes + U32PaddedArg(3000, 0).wireBytes
+        let parsed = groups.withUnsafeBytes { FUSESession.supplementaryGroups($0) }
+        #expect(parsed == [2000, 3000])
+        // A security context before it is skipped; lying sizes give nothing.
+        let secctx = ExtHeader(size: 16, type: 1).wireBytes + [UInt8](repeating: 7, count: 8)
+        #expect((secctx + groups).withUnsafeBytes { FUSESession.supplementaryGroups($0) } == [2000, 3000])
+        let lying = ExtHeader(size: 4096, type: ExtHeader.typeSuppGroups).wireBytes + U32PaddedArg(1000, 0).wireBytes
+        #expect(lying.withUnsafeBytes { FUSESession.supplementaryGroups($0) } == [])
+        let tooMany = ExtHeader(size: 16, type: ExtHeader.typeSuppGroups).wireBytes + U32PaddedArg(100, 0).wireBytes
+        #expect(tooMany.withUnsafeBytes { FUSESession.supplementaryGroups($0) } == [])
+    }
+}

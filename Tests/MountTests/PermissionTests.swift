@@ -29,7 +29,62 @@ struct PermissionTests {
             p.stat("rootfile")
         }
     }
+
+    /// Groups and modes: a caller whose supplementary group owns a set-group-ID
+    /// directory creates in it (and the new nodes inherit the group), group
+    /// permissions come from supplementary groups, the caller's umask applies
+    /// (FUSE_DONT_MASK), and writing a set-user-ID file one does not own
+    /// clears the bit — all exactly as on the host.
+    @Test(arguments: Mode.allCases, [false, true])
+    func groupsUmaskAndSetIDBitsMatchTheHost(mode: Mode, kernelChecks: Bool) throws {
+        try compareWithHost(mode, arguments: ["--allow-other"] + (kernelChecks ? ["--default-permissions"] : [])) { p in
+            try must("chmod scratch") { chmod(URL(fileURLWithPath: p.root).deletingLastPathComponent().path, 0o755) }
+            p.mkdir("team", 0o770)
+            p.call("chown team") { chown(p.path("team"), 0, 2000) }
+            p.chmod("team", 0o2770)
+            p.create("teamfile", Array("shared".utf8), mode: 0o660)
+            p.call("chown teamfile") { chown(p.path("teamfile"), 0, 2000) }
+            p.create("setuid", Array("#!/bin/sh\n".utf8), mode: 0o755)
+            p.chmod("setuid", 0o4777)
+            p.mkdir("open", 0o777)
+            p.chmod("open", 0o777)
+            for line in try runAsUser(1000, groupScript, root: p.root, groups: [2000], umask: 0o027) { p.note("uid 1000: " + line) }
+            p.stat("team/new")
+            p.stat("team/sub")
+            p.stat("teamfile")
+            p.stat("setuid")
+            p.stat("open/masked")
+            p.stat("open/maskeddir")
+        }
+    }
 }
+
+/// Group and mode operations of a uid-1000 caller with supplementary group 2000.
+let groupScript = """
+    import errno, os, sys
+    root = sys.argv[1]
+    def attempt(label, action):
+        try:
+            result = action()
+            print(label, "ok", result if isinstance(result, (bytes, str)) else "")
+        except OSError as error:
+            print(label, errno.errorcode.get(error.errno, error.errno))
+    def write(path, data, flags=os.O_WRONLY, mode=0o666):
+        fd = os.open(path, flags, mode)
+        try:
+            return str(os.write(fd, data))
+        finally:
+            os.close(fd)
+    p = lambda name: os.path.join(root, name)
+    attempt("create in setgid team dir", lambda: write(p("team/new"), b"n", os.O_CREAT | os.O_WRONLY))
+    attempt("mkdir in setgid team dir", lambda: os.mkdir(p("team/sub"), 0o777))
+    attempt("read teamfile via group", lambda: open(p("teamfile"), "rb").read())
+    attempt("write teamfile via group", lambda: write(p("teamfile"), b"S"))
+    attempt("access teamfile W_OK", lambda: str(os.access(p("teamfile"), os.W_OK)))
+    attempt("write setuid file", lambda: write(p("setuid"), b"#"))
+    attempt("create with umask 027", lambda: write(p("open/masked"), b"m", os.O_CREAT | os.O_WRONLY, 0o666))
+    attempt("mkdir with umask 027", lambda: os.mkdir(p("open/maskeddir"), 0o777))
+    """
 
 /// Operations a uid-1000 caller tries under argv[1]; one line of result each.
 let unprivilegedScript = """
@@ -76,10 +131,11 @@ let unprivilegedScript = """
     attempt("access rootfile W_OK", lambda: str(os.access(p("rootfile"), os.W_OK)))
     """
 
-/// Runs a python3 script as `uid`:`uid` with `root` as its argument; returns its output lines.
-func runAsUser(_ uid: Int, _ script: String, root: String) throws -> [String] {
+/// Runs a python3 script as `uid`:`uid` (with supplementary `groups` and
+/// `umask`) with `root` as its argument; returns its output lines.
+func runAsUser(_ uid: Int, _ script: String, root: String, groups: [Int] = [], umask: Int = 0o022) throws -> [String] {
     guard let python = which("python3") else { throw HarnessError("python3 is needed to act as another user") }
-    let wrapper = "import os\nos.setgroups([])\nos.setgid(\(uid))\nos.setuid(\(uid))\n" + script
+    let wrapper = "import os\nos.setgroups(\(groups))\nos.setgid(\(uid))\nos.setuid(\(uid))\nos.umask(\(umask))\n" + script
     let result = try run(python, ["-c", wrapper, root], timeout: 60)
     guard result.exitedNormally && result.status == 0 else { throw HarnessError("python3 as uid \(uid) failed: \(result.output)") }
     return result.output.split(separator: "\n").map(String.init)

@@ -85,6 +85,10 @@ int daxfs_thread_clear_umask(void);
 /// from root drops the thread's supplementary groups (raw setgroups: only this
 /// thread). Returns 0, or -1 with errno when the kernel refused.
 int daxfs_become(unsigned int uid, unsigned int gid);
+/// Like `daxfs_become`, with the caller's supplementary groups (count 0 = none).
+int daxfs_become_with_groups(unsigned int uid, unsigned int gid, const unsigned int *groups, int count);
+/// Gives the calling thread its own umask (unshare(CLONE_FS) once) set to `mask`.
+int daxfs_thread_set_umask(unsigned int mask);
 
 /// Unix-socket messages with descriptors (SCM_RIGHTS), whose cmsg macros
 /// Swift cannot import. Return bytes sent/received or -1 with errno; on
