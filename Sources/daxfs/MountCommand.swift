@@ -77,10 +77,10 @@ struct MountCommand: ParsableCommand {
 
 /// Options every serving command shares.
 struct ServeOptions: ParsableArguments {
-    @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always (long timeouts, keep page cache; only when nothing else changes the directory), never (no caching; direct I/O). Default: auto.")
+    @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always (long timeouts, keep page cache; only when nothing else changes the directory), never (no caching; direct I/O).")
     var cache: CacheOption = .auto
     @Flag(help: "Turn extended attributes off: the kernel is told they are unsupported (default: xattrs on).") var noXattr = false
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 }
 

@@ -21,20 +21,20 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "The vhost-user Unix socket to listen on (created; a stale socket there is replaced).")
     var socketPath: String
     @Option(help: "The host directory to share.") var sharedDir: String
-    @Option(help: "Worker threads for requests; 0 handles them on each queue's own thread (default: 0).")
+    @Option(help: "Worker threads for requests; 0 handles them on each queue's own thread.")
     var threadPoolSize = 0
-    @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always, never (default: auto).")
+    @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always, never.")
     var cache: CacheOption = .auto
     @Flag(help: "Enable extended attributes (default: off, as in virtiofsd).") var xattr = false
     @Option(help: "log2 of the alignment DAX mappings need (default: the host page size, 12); 14 or 16 act like a 16 or 64 KiB host.")
     var mapAlignment: UInt16?
-    @Option(help: "DAX cache window offered to the frontend in GET_SHMEM_CONFIG, in MiB; 0 = no DAX (default: 0).")
+    @Option(help: "DAX cache window offered to the frontend in GET_SHMEM_CONFIG, in MiB; 0 = no DAX.")
     var cacheSizeMib: UInt64 = 0
-    @Option(help: "Microseconds each queue thread spins for new requests before sleeping; trades CPU for latency (default: 50).")
+    @Option(help: "Microseconds each queue thread spins for new requests before sleeping; trades CPU for latency.")
     var pollUs = 50
     @Flag(help: "Keep listening for the next frontend after one disconnects (default: exit).") var keepListening = false
     @Flag(help: "Print the vhost-user backend capabilities JSON (for QEMU and libvirt) and exit.") var printCapabilities = false
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
     func run() throws {
