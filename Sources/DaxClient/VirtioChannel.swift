@@ -85,8 +85,17 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
         let queue = frontend.queues[queueIndex]
         slot.done = false
         slot.queue = queueIndex
+        // The reply buffer of a READ is exactly header + size, as Linux's is: the
+        // C virtiofsd (QEMU 7.2) preadv()s into the whole writable buffer and
+        // then reports more bytes than were asked for.
+        var replyCapacity = slot.capacity
+        if opcode == FUSEOpcode.read.rawValue || opcode == FUSEOpcode.readdir.rawValue || opcode == FUSEOpcode.readdirplus.rawValue,
+           request.count >= InHeader.wireSize + 20 {
+            let size = Int(request.loadUnaligned(fromByteOffset: InHeader.wireSize + 16, as: UInt32.self).littleEndian)
+            replyCapacity = min(replyCapacity, OutHeader.wireSize + size)
+        }
         let submitted: Bool = queue.lock.withLock { _ in
-            let writable: [(address: UInt64, length: UInt32)] = expectReply ? [(slot.reply, UInt32(slot.capacity))] : []
+            let writable: [(address: UInt64, length: UInt32)] = expectReply ? [(slot.reply, UInt32(replyCapacity))] : []
             guard let head = queue.ring.submit(readable: [(slot.request, UInt32(request.count))], writable: writable) else { return false }
             owners[queueIndex].slotOfHead[head] = index
             return true
@@ -121,11 +130,26 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
         }
     }
 
+    /// Callers spinning now. More spinners than cores starve the backend
+    /// (16 waiters on 2 cores), so only the first `maxSpinners` spin; the
+    /// rest sleep on the call eventfd, and a spinner that reaps their
+    /// completions wakes them.
+    private let spinners = Atomic<Int>(0)
+    private let maxSpinners = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) / 2)
+
     private func wait(for slot: Slot, on queue: FrontendQueue) throws(Errno) {
-        let start = Self.now()
+        if reap(queue, for: slot) { return }
+        if pollNanoseconds > 0, spinners.wrappingAdd(1, ordering: .relaxed).oldValue < maxSpinners {
+            let start = Self.now()
+            defer { spinners.subtract(1, ordering: .relaxed) }
+            while Self.now() &- start < pollNanoseconds {
+                if reap(queue, for: slot) { return }
+            }
+        } else if pollNanoseconds > 0 {
+            spinners.subtract(1, ordering: .relaxed)
+        }
         while true {
             if reap(queue, for: slot) { return }
-            if Self.now() &- start < pollNanoseconds { continue }
             var counter: UInt64 = 0
             _ = Glibc.read(queue.call.rawValue, &counter, 8)
             if reap(queue, for: slot) { return }

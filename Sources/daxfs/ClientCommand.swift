@@ -7,6 +7,7 @@ import Glibc
 import HostSystem
 import Logging
 import PassthroughFS
+import VhostUser
 
 struct ClientCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,10 +16,14 @@ struct ClientCommand: ParsableCommand {
         discussion: """
             The client maps 2 MiB ranges of host files into a window of its own memory \
             (FUSE_SETUPMAPPING) and copies file data straight out of the host page cache. \
-            With --embedded, the server runs in the same process: DAX without a VM. \
-            Example: daxfs client --embedded /srv/share cat notes.txt
+            With --socket-path it is a userspace virtio-fs driver: it plays the VMM and the \
+            guest towards any vhost-user-fs backend (daxfs serve, virtiofsd), with the DAX \
+            window in its own memory; a backend without DAX is read and written with \
+            FUSE_READ/FUSE_WRITE. With --embedded, the server runs in the same process. \
+            Examples: daxfs client --socket-path /run/fs.sock cat notes.txt; \
+            daxfs client --embedded /srv/share ls
             """,
-        subcommands: [Cat.self, Put.self, Stat.self, List.self, RandomRead.self])
+        subcommands: [Cat.self, Put.self, CopyIn.self, CopyOut.self, Stat.self, List.self, ClientBenchCommand.self, RandomRead.self])
 
     @OptionGroup var connection: ClientConnectionOptions
 
@@ -31,19 +36,7 @@ struct ClientCommand: ParsableCommand {
         func run() throws {
             let client = try connection.connect()
             defer { connection.report(client) }
-            let file = try clientCall("cannot open \(path)") { () throws(Errno) in try client.open(path) }
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: HostPage.size)
-            defer { buffer.deallocate() }
-            var offset: UInt64 = 0
-            while true {
-                let count = try clientCall("cannot read \(path)") { () throws(Errno) in try file.pread(into: buffer, at: offset) }
-                if count == 0 { break }
-                try clientCall("cannot write to standard output") { () throws(Errno) in
-                    try Syscall.writeAll(1, from: UnsafeRawBufferPointer(rebasing: buffer[0 ..< count]))
-                }
-                offset += UInt64(count)
-            }
-            try clientCall("cannot close \(path)") { () throws(Errno) in try file.close() }
+            try copyOut(client, path, to: 1, destination: "standard output")
         }
     }
 
@@ -55,22 +48,46 @@ struct ClientCommand: ParsableCommand {
         @Option(help: "Permission bits of a new file, in octal (default: 644).") var mode: String = "644"
 
         func run() throws {
-            guard let bits = UInt32(mode, radix: 8), bits <= 0o7777 else { throw ValidationError("--mode must be octal permission bits such as 644") }
+            let bits = try permissionBits(mode)
             let client = try connection.connect()
             defer { connection.report(client) }
-            let file = try clientCall("cannot create \(path)") { () throws(Errno) in try client.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: bits) }
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: HostPage.size)
-            defer { buffer.deallocate() }
-            var offset: UInt64 = 0
-            while true {
-                let count = try clientCall("cannot read standard input") { () throws(Errno) in try Syscall.read(0, into: buffer) }
-                if count == 0 { break }
-                _ = try clientCall("cannot write \(path)") { () throws(Errno) in
-                    try file.pwrite(UnsafeRawBufferPointer(rebasing: buffer[0 ..< count]), at: offset)
-                }
-                offset += UInt64(count)
+            try copyIn(client, from: 0, source: "standard input", to: path, mode: bits)
+        }
+    }
+
+    struct CopyIn: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "cp-in", abstract: "Copy a host file into the shared directory (created or truncated).")
+        @ParentCommand var parent: ClientCommand
+        var connection: ClientConnectionOptions { parent.connection }
+        @Argument(help: "The host file to read.") var hostFile: String
+        @Argument(help: "The file to write, relative to the shared directory.") var path: String
+        @Option(help: "Permission bits of a new file, in octal (default: 644).") var mode: String = "644"
+
+        func run() throws {
+            let bits = try permissionBits(mode)
+            let fd = try clientCall("cannot open \(hostFile)") { () throws(Errno) in try Syscall.call { Glibc.open(hostFile, O_RDONLY | O_CLOEXEC) } }
+            defer { Glibc.close(fd) }
+            let client = try connection.connect()
+            defer { connection.report(client) }
+            try copyIn(client, from: fd, source: hostFile, to: path, mode: bits)
+        }
+    }
+
+    struct CopyOut: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "cp-out", abstract: "Copy a file of the shared directory to a host file (created or truncated).")
+        @ParentCommand var parent: ClientCommand
+        var connection: ClientConnectionOptions { parent.connection }
+        @Argument(help: "The file to read, relative to the shared directory.") var path: String
+        @Argument(help: "The host file to write.") var hostFile: String
+
+        func run() throws {
+            let client = try connection.connect()
+            defer { connection.report(client) }
+            let fd = try clientCall("cannot create \(hostFile)") { () throws(Errno) in
+                try Syscall.call { Glibc.open(hostFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
             }
-            try clientCall("cannot close \(path)") { () throws(Errno) in try file.close() }
+            defer { Glibc.close(fd) }
+            try copyOut(client, path, to: fd, destination: hostFile)
         }
     }
 
@@ -218,14 +235,20 @@ extension ClientCommand {
     }
 }
 
-/// How `daxfs client` reaches a server, and the window it uses. A later
-/// transport (vhost-user, `--socket-path`) adds a case to `connect()`.
+/// How `daxfs client` reaches a server, and the window it uses.
 struct ClientConnectionOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Connect to the vhost-user-fs backend listening on this Unix socket (daxfs serve, virtiofsd).", valueName: "path"))
+    var socketPath: String?
     @Option(name: .customLong("embedded"), help: ArgumentHelp("Serve this host directory in this process and connect to it (server and client in one process).", valueName: "shared-dir"))
     var embedded: String?
-    @Option(help: "Size of the DAX window, e.g. 256M or 1G.") var windowSize: ByteSize = ByteSize(1 << 30)
+    @Option(help: "Largest DAX window to use, e.g. 256M or 1G. With --socket-path the client reserves what the backend asks for (GET_SHMEM_CONFIG), capped by this.")
+    var windowSize: ByteSize = ByteSize(1 << 30)
     @Option(help: "Bytes per mapping: a power of two of at least the page size, e.g. 64K or 2M.") var rangeSize: ByteSize = ByteSize(2 << 20)
-    @Flag(help: "Do not use the DAX window: every read and write is a FUSE_READ or FUSE_WRITE (default: DAX on).") var noDax = false
+    @Flag(help: "Do not use the DAX window: every read and write is a FUSE_READ or FUSE_WRITE (default: DAX on when the backend offers a window).") var noDax = false
+    @Option(help: "With --socket-path: microseconds a caller spins on the ring for its reply before sleeping on the eventfd; trades CPU for latency.")
+    var pollUs = 50
+    @Option(help: "With --socket-path: request queues to use (the backend may offer fewer).") var queues = 1
+    @Option(help: "With --socket-path: requests that may be outstanding at once (each holds 2 MiB of guest memory).") var slots = 24
     @Option(help: "Embedded server: log2 of the alignment it demands of mappings, e.g. 14 or 16 to act like a 16 KiB or 64 KiB host (default: log2 of the host page size).")
     var mapAlignment: UInt16?
     @Flag(help: "Print the DAX counters (mappings, reclaims, fallbacks) to standard error at the end (default: off).") var stats = false
@@ -238,11 +261,17 @@ struct ClientConnectionOptions: ParsableArguments {
             throw ValidationError("--window-size must be a multiple of the page size and hold at least one range")
         }
         if let mapAlignment, mapAlignment > 40 { throw ValidationError("--map-alignment must be between 0 and 40") }
+        if socketPath != nil && embedded != nil { throw ValidationError("give either --socket-path or --embedded, not both") }
+        guard pollUs >= 0 else { throw ValidationError("--poll-us must not be negative") }
+        guard (1 ... 64).contains(queues) else { throw ValidationError("--queues must be between 1 and 64") }
+        guard (1 ... 1024).contains(slots) else { throw ValidationError("--slots must be between 1 and 1024") }
     }
 
-    func connect() throws -> DaxClient {
+    /// Where the requests go: the channel, and the window the server maps into.
+    func openTransport() throws -> ClientTransport {
+        if let socketPath { return try openVhostUser(socketPath) }
         guard let embedded else {
-            throw ValidationError("say which server to use: --embedded SHARED_DIR")
+            throw ValidationError("say which server to use: --socket-path PATH (a vhost-user-fs backend) or --embedded SHARED_DIR")
         }
         try checkDirectory(embedded, role: "shared directory")
         let fileSystem: PassthroughFS
@@ -253,16 +282,72 @@ struct ClientConnectionOptions: ParsableArguments {
         }
         var sessionOptions = SessionOptions()
         sessionOptions.mapAlignmentLog2 = mapAlignment
-        var options = DaxClient.Options()
-        options.windowSize = windowSize.bytes
-        options.rangeSize = rangeSize.bytes
-        options.mode = noDax ? .never : .auto
+        var window: LocalWindow?
+        if !noDax {
+            do throws(Errno) { window = try LocalWindow(size: windowSize.bytes) } catch {
+                throw CLIError("cannot reserve a \(windowSize.defaultValueDescription) DAX window: \(error)")
+            }
+        }
         var logger = Logger(label: "daxfs.session")
         logger.logLevel = .warning
-        do throws(DaxClientError) {
-            return try DaxClient.embedded(fileSystem: fileSystem, sessionOptions: sessionOptions, options: options, logger: logger)
+        let session = FUSESession(fileSystem: fileSystem, options: sessionOptions, logger: logger, window: window)
+        return ClientTransport(channel: EmbeddedChannel(session: session), window: window, frontend: nil, description: "embedded server on \(embedded)")
+    }
+
+    private func openVhostUser(_ path: String) throws -> ClientTransport {
+        var options = VhostUserFrontend.Options()
+        options.requestQueues = queues
+        let slotSize = (1 << 20) + 4096
+        // Each slot holds a request and a reply; the rings and a margin come on top.
+        options.guestMemorySize = UInt64(slots * 2 * slotSize + (8 << 20))
+        var logger = Logger(label: "daxfs.client")
+        logger.logLevel = .error
+        let made = Locked<LocalWindow?>(nil)
+        let cap = windowSize.bytes
+        let makeWindow: ((UInt64) throws(Errno) -> any WindowMapper)? = noDax ? nil : { size throws(Errno) -> any WindowMapper in
+            let window = try LocalWindow(size: min(size, cap))
+            made.withLock { $0 = window }
+            return window
+        }
+        let frontend: VhostUserFrontend
+        do throws(FrontendError) {
+            frontend = try VhostUserFrontend(socketPath: path, options: options, logger: logger, makeWindow: makeWindow)
         } catch {
-            throw CLIError(error.description)
+            if error.description.hasPrefix("cannot connect") { throw CLIError(error.description) }
+            throw CLIError("cannot set up the virtio-fs device with the backend at \(path): \(error)")
+        }
+        let channel: VirtioChannel
+        do throws(Errno) {
+            channel = try VirtioChannel(frontend: frontend, slots: slots, slotSize: slotSize, pollMicroseconds: pollUs)
+        } catch {
+            throw CLIError("cannot set up the request slots in guest memory: \(error)")
+        }
+        return ClientTransport(channel: channel, window: made.withLock { $0 }, frontend: frontend, description: "backend at \(path)")
+    }
+
+    /// The client options these flags ask for, with a window of at most `windowSize`.
+    func clientOptions(windowSize: UInt64? = nil) -> DaxClient.Options {
+        var options = DaxClient.Options()
+        options.windowSize = windowSize ?? self.windowSize.bytes
+        options.rangeSize = rangeSize.bytes
+        options.mode = noDax ? .never : .auto
+        return options
+    }
+
+    func connect() throws -> DaxClient {
+        try makeClient(on: try openTransport(), options: clientOptions())
+    }
+
+    /// INIT over `transport`; errors in words.
+    func makeClient(on transport: ClientTransport, channel: (any FUSEChannel)? = nil, options: DaxClient.Options) throws -> DaxClient {
+        do throws(DaxClientError) {
+            return try DaxClient(channel: channel ?? transport.channel, window: transport.window, options: options)
+        } catch {
+            switch error.kind {
+            case .mapAlignment: throw CLIError("backend refused DAX: \(error.description)")
+            case .connection(.notConnected): throw CLIError("the \(transport.description) went away during INIT (\(Errno.notConnected))")
+            default: throw CLIError(error.description)
+            }
         }
     }
 
@@ -272,6 +357,18 @@ struct ClientConnectionOptions: ParsableArguments {
         let line = "dax: \(s.ranges) ranges (\(s.freeRanges) free), \(s.mappingsSetUp) mappings set up, \(s.upgrades) upgrades, "
             + "\(s.reclaimed) reclaimed, \(s.windowHits) window hits, \(s.fuseReads) FUSE_READs, \(s.fuseWrites) FUSE_WRITEs\n"
         FileHandleOutput.standardError(line)
+    }
+}
+
+/// A connected transport: the channel requests travel on, the window the
+/// server maps into (nil without DAX), and the vhost-user device if any.
+final class ClientTransport: @unchecked Sendable {
+    let channel: any FUSEChannel
+    let window: LocalWindow?
+    let frontend: VhostUserFrontend?
+    let description: String
+    init(channel: any FUSEChannel, window: LocalWindow?, frontend: VhostUserFrontend?, description: String) {
+        self.channel = channel; self.window = window; self.frontend = frontend; self.description = description
     }
 }
 
@@ -309,10 +406,56 @@ enum FileHandleOutput {
     }
 }
 
+private func permissionBits(_ mode: String) throws -> UInt32 {
+    guard let bits = UInt32(mode, radix: 8), bits <= 0o7777 else { throw ValidationError("--mode must be octal permission bits such as 644") }
+    return bits
+}
+
+/// Copies a file of the share to `fd`, 1 MiB at a time, through the window where it can.
+private func copyOut(_ client: DaxClient, _ path: String, to fd: Int32, destination: String) throws {
+    let file = try clientCall("cannot open \(path)") { () throws(Errno) in try client.open(path) }
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: HostPage.size)
+    defer { buffer.deallocate() }
+    var offset: UInt64 = 0
+    while true {
+        let count = try clientCall("cannot read \(path)") { () throws(Errno) in try file.pread(into: buffer, at: offset) }
+        if count == 0 { break }
+        try clientCall("cannot write to \(destination)") { () throws(Errno) in
+            try Syscall.writeAll(fd, from: UnsafeRawBufferPointer(rebasing: buffer[0 ..< count]))
+        }
+        offset += UInt64(count)
+    }
+    try clientCall("cannot close \(path)") { () throws(Errno) in try file.close() }
+}
+
+/// Copies `fd` to end of input into a file of the share (created or truncated).
+private func copyIn(_ client: DaxClient, from fd: Int32, source: String, to path: String, mode: UInt32) throws {
+    let file = try clientCall("cannot create \(path)") { () throws(Errno) in try client.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: mode) }
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: HostPage.size)
+    defer { buffer.deallocate() }
+    var offset: UInt64 = 0
+    while true {
+        let count = try clientCall("cannot read \(source)") { () throws(Errno) in try Syscall.read(fd, into: buffer) }
+        if count == 0 { break }
+        var done = 0
+        while done < count {
+            let written = try clientCall("cannot write \(path)") { () throws(Errno) in
+                try file.pwrite(UnsafeRawBufferPointer(rebasing: buffer[done ..< count]), at: offset + UInt64(done))
+            }
+            guard written > 0 else { throw CLIError("cannot write \(path): the backend wrote nothing") }
+            done += written
+        }
+        offset += UInt64(count)
+    }
+    try clientCall("cannot close \(path)") { () throws(Errno) in try file.close() }
+}
+
 /// Runs a client call and turns its errno into a sentence.
 func clientCall<R>(_ what: String, _ body: () throws(Errno) -> R) throws -> R {
     do throws(Errno) {
         return try body()
+    } catch where error == .notConnected {
+        throw CLIError("\(what): the backend went away (\(error))")
     } catch {
         throw CLIError("\(what): \(error)")
     }
