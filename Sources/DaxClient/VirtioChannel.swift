@@ -50,6 +50,7 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
         for index in slots.indices { freeSlots.push(index) }
         owners = frontend.queues.map { _ in Owners() }
         pollNanoseconds = UInt64(max(0, pollMicroseconds)) * 1000
+        spinBudget.store(pollNanoseconds, ordering: .relaxed)
     }
 
     public func call<R>(_ request: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws(Errno) -> R) throws(Errno) -> R {
@@ -106,7 +107,8 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
         }
         queue.notify()
         do throws(Errno) {
-            try wait(for: slot, on: queue)
+            let mapping = opcode == FUSEOpcode.setupMapping.rawValue || opcode == FUSEOpcode.removeMapping.rawValue
+            try wait(for: slot, on: queue, serviceBackend: mapping)
         } catch {
             // The backend is gone: the slot may still be in its ring; never reuse it.
             throw error
@@ -135,16 +137,30 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
     /// rest sleep on the call eventfd, and a spinner that reaps their
     /// completions wakes them.
     private let spinners = Atomic<Int>(0)
+    /// Adaptive spin budget (ns): halved when a spin ends empty, doubled when
+    /// a reply came soon after we went to sleep. Updated racily; it is a hint.
+    private let spinBudget = Atomic<UInt64>(0)
     private let maxSpinners = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) / 2)
 
-    private func wait(for slot: Slot, on queue: FrontendQueue) throws(Errno) {
+    /// - Parameter serviceBackend: the request is a SETUPMAPPING/REMOVEMAPPING,
+    ///   whose reply waits for our answer to the backend's SHMEM_MAP/UNMAP:
+    ///   answer it from this spinning thread instead of waking another.
+    private func wait(for slot: Slot, on queue: FrontendQueue, serviceBackend: Bool = false) throws(Errno) {
         if reap(queue, for: slot) { return }
         if pollNanoseconds > 0, spinners.wrappingAdd(1, ordering: .relaxed).oldValue < maxSpinners {
             let start = Self.now()
             defer { spinners.subtract(1, ordering: .relaxed) }
-            while Self.now() &- start < pollNanoseconds {
-                if reap(queue, for: slot) { return }
+            // Mapping requests wait on a socket round trip besides the ring: spin longer.
+            let current = spinBudget.load(ordering: .relaxed)
+            let budget = serviceBackend ? max(current, 200_000) : current
+            while Self.now() &- start < budget {
+                if reap(queue, for: slot) {
+                    spinBudget.store(min(pollNanoseconds, max(current * 2, 2_000)), ordering: .relaxed)
+                    return
+                }
+                if serviceBackend { frontend.serviceBackendRequest() }
             }
+            if !serviceBackend { spinBudget.store(current / 2, ordering: .relaxed) }
         } else if pollNanoseconds > 0 {
             spinners.subtract(1, ordering: .relaxed)
         }
@@ -155,7 +171,12 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
             if reap(queue, for: slot) { return }
             var fds = [pollfd(fd: queue.call.rawValue, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: frontend.socket.fd, events: Int16(0x2000), revents: 0)]  // POLLRDHUP
+            let sleptFrom = Self.now()
             let ready = poll(&fds, 2, 1000)
+            if pollNanoseconds > 0 && Self.now() &- sleptFrom < pollNanoseconds {
+                let current = spinBudget.load(ordering: .relaxed)
+                spinBudget.store(min(pollNanoseconds, max(current * 2, 2_000)), ordering: .relaxed)
+            }
             if ready < 0 && daxfs_errno() != EINTR { throw Errno(daxfs_errno()) }
             if fds[1].revents & Int16(0x2000 | POLLHUP | POLLERR) != 0 {
                 if reap(queue, for: slot) { return }

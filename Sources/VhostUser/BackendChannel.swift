@@ -38,6 +38,9 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
             do throws(VhostError) {
                 try socket.send(request: request.rawValue, flags: VhostUser.version | VhostUser.needReplyFlag,
                                 payload: payload, fds: fd.map { [$0] } ?? [])
+                // The frontend answers within microseconds when its client
+                // thread is spinning: look for the reply before sleeping.
+                socket.spinUntilReadable(nanoseconds: 200_000)
                 let reply = try socket.receive()
                 guard reply.request == request.rawValue, reply.flags & VhostUser.replyFlag != 0, reply.payload.count >= 8 else {
                     throw VhostError.protocolViolation("bad reply to backend request \(request)")

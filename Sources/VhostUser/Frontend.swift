@@ -33,6 +33,7 @@ public final class VhostUserFrontend: @unchecked Sendable {
     public let windowSize: UInt64
     private let control = Locked(())
     private var backendThread: OSThread?
+    private var backendHandler: BackendRequestHandler?
     private let backendSocket: Int32?
     private let socketOwner: SharedDescriptor
     let logger: Logger
@@ -143,6 +144,7 @@ public final class VhostUserFrontend: @unchecked Sendable {
         if let backendSocket {
             let handler = BackendRequestHandler(socket: MessageSocket(fd: backendSocket), window: window,
                                                 rules: window.map { MappingRules(alignmentLog2: 12, windowSize: $0.windowSize) }, logger: logger)
+            backendHandler = handler
             backendThread = try? OSThread(name: "daxfs-backend-req") { handler.run() }
         }
     }
@@ -152,6 +154,14 @@ public final class VhostUserFrontend: @unchecked Sendable {
         if let backendSocket { Glibc.shutdown(backendSocket, Int32(SHUT_RDWR)) }
         backendThread?.join()
         if let backendSocket { Glibc.close(backendSocket) }
+    }
+
+    /// Serves one pending backend request (SHMEM_MAP/UNMAP) on the calling
+    /// thread, if there is one and no other thread is at it. A client waiting
+    /// for its SETUPMAPPING reply calls this while it spins, so the mapping
+    /// costs no thread wake-up (~45 µs across cores here).
+    public func serviceBackendRequest() {
+        backendHandler?.serviceIfReady()
     }
 
     /// Whether the backend's control socket is still open.
@@ -250,10 +260,38 @@ final class BackendRequestHandler: @unchecked Sendable {
         self.socket = socket; self.window = window; self.rules = rules; self.logger = logger
     }
 
+    /// One reader at a time: the dedicated thread, or a client thread that is spinning anyway.
+    private let reader = Locked(())
+    private let closed = Atomic<Bool>(false)
+
     func run() {
-        while true {
+        var descriptor = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+        while !closed.load(ordering: .acquiring) {
+            descriptor.revents = 0
+            if poll(&descriptor, 1, -1) < 0 && daxfs_errno() != EINTR { return }
+            if descriptor.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 && descriptor.revents & Int16(POLLIN) == 0 { return }
+            reader.withLock { _ in serveOne() }
+        }
+    }
+
+    /// Serves a request if one is waiting and the reader lock is free.
+    func serviceIfReady() {
+        guard !closed.load(ordering: .relaxed) else { return }
+        var descriptor = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&descriptor, 1, 0) > 0, descriptor.revents & Int16(POLLIN) != 0 else { return }
+        _ = reader.withLockIfAvailable { _ in serveOne() }
+    }
+
+    /// Reads and answers one message if it is there (called with `reader` held).
+    private func serveOne() {
+        var descriptor = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&descriptor, 1, 0) > 0, descriptor.revents & Int16(POLLIN) != 0 else { return }
+        do {
             var message: VhostMessage
-            do throws(VhostError) { message = try socket.receive() } catch { return }
+            do throws(VhostError) { message = try socket.receive() } catch {
+                closed.store(true, ordering: .releasing)
+                return
+            }
             let status: UInt64
             do throws(Errno) {
                 try handle(&message)
@@ -263,7 +301,9 @@ final class BackendRequestHandler: @unchecked Sendable {
                 status = 1
             }
             if message.needsReply {
-                do throws(VhostError) { try socket.reply(to: message, payload: .le(status)) } catch { return }
+                do throws(VhostError) { try socket.reply(to: message, payload: .le(status)) } catch {
+                    closed.store(true, ordering: .releasing)
+                }
             }
         }
     }

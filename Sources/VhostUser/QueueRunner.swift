@@ -57,10 +57,15 @@ final class QueueRunner: @unchecked Sendable {
 
     /// Spin budget after the ring runs dry, before sleeping on the kick eventfd.
     private let pollNanoseconds: UInt64
+    /// The budget now: halved by every spin that found nothing, doubled when
+    /// work came soon after (a spin would have caught it). A spinner on a busy
+    /// 2-core machine takes the CPU the other side needs, so it backs off.
+    private var spinBudget: UInt64
 
     init(queue: RunningQueue, kick: SharedDescriptor, enabled: Bool, handler: any ChainHandler, logger: Logger,
          pollMicroseconds: Int = 0) throws(Errno) {
         pollNanoseconds = UInt64(max(0, pollMicroseconds)) * 1000
+        spinBudget = pollNanoseconds
         self.queue = queue
         self.kick = kick
         wake = SharedDescriptor(adopting: try Syscall.call { daxfs_eventfd(0, DAXFS_EFD_CLOEXEC) })
@@ -88,10 +93,14 @@ final class QueueRunner: @unchecked Sendable {
     /// Spins up to the poll budget; true when the driver published work meanwhile.
     private func spinForWork() -> Bool {
         let start = monotonicNanoseconds()
-        while monotonicNanoseconds() &- start < pollNanoseconds {
-            if queue.ring.hasAvailable { return true }
+        while monotonicNanoseconds() &- start < spinBudget {
+            if queue.ring.hasAvailable {
+                spinBudget = min(pollNanoseconds, max(spinBudget * 2, 2_000))
+                return true
+            }
             if stopping.load(ordering: .relaxed) { return false }
         }
+        spinBudget /= 2
         return false
     }
 
@@ -124,11 +133,15 @@ final class QueueRunner: @unchecked Sendable {
                 if queue.ring.enableNotifications() { continue }  // raced with the driver
                 // Adaptive polling: a request that arrives soon is served without a
                 // wake-up (~45 µs across cores here); then sleep.
-                if pollNanoseconds > 0 && spinForWork() { continue }
+                if spinBudget > 0 && spinForWork() { continue }
             }
             fds[0].revents = 0
             fds[1].revents = 0
+            let sleptFrom = monotonicNanoseconds()
             let ready = poll(&fds, 2, -1)
+            if pollNanoseconds > 0 && monotonicNanoseconds() &- sleptFrom < pollNanoseconds {
+                spinBudget = min(pollNanoseconds, max(spinBudget * 2, 2_000))
+            }
             if ready < 0 && daxfs_errno() != EINTR { logger.error("queue \(queue.index): poll: \(Errno(daxfs_errno()))"); return }
             var counter: UInt64 = 0
             if fds[0].revents & Int16(POLLIN) != 0 { _ = Glibc.read(kick.rawValue, &counter, 8) }
