@@ -18,9 +18,9 @@ struct ServeCommand: ParsableCommand {
             frontend disconnects unless --keep-listening is given.
             """)
 
-    @Option(help: "The vhost-user Unix socket to listen on (created; a stale socket there is replaced).")
-    var socketPath: String
-    @Option(help: "The host directory to share.") var sharedDir: String
+    @Option(help: "The vhost-user Unix socket to listen on (created; a stale socket there is replaced). Required.")
+    var socketPath: String?
+    @Option(help: "The host directory to share. Required.") var sharedDir: String?
     @Option(help: "Worker threads for requests; 0 handles them on each queue's own thread.")
     var threadPoolSize = 0
     @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always, never.")
@@ -42,6 +42,8 @@ struct ServeCommand: ParsableCommand {
             print(#"{"type": "fs", "features": []}"#)
             return
         }
+        guard let socketPath else { throw ValidationError("--socket-path is required") }
+        guard let sharedDir else { throw ValidationError("--shared-dir is required") }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = logLevel.level
