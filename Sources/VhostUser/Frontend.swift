@@ -264,11 +264,22 @@ final class BackendRequestHandler: @unchecked Sendable {
     private let reader = Locked(())
     private let closed = Atomic<Bool>(false)
 
+    /// When a client thread last looked for requests itself (ns, monotonic).
+    private let lastServiced = Atomic<UInt64>(0)
+
     func run() {
         var descriptor = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
         while !closed.load(ordering: .acquiring) {
+            // While client threads are answering requests themselves, stay out
+            // of their way: a wake-up here would take one of the two cores
+            // from the spinning client or backend. Check back every millisecond.
+            if monotonicNanoseconds() &- lastServiced.load(ordering: .relaxed) < 1_000_000 {
+                usleep(1000)
+                continue
+            }
             descriptor.revents = 0
-            if poll(&descriptor, 1, -1) < 0 && daxfs_errno() != EINTR { return }
+            if poll(&descriptor, 1, 10) < 0 && daxfs_errno() != EINTR { return }
+            if descriptor.revents == 0 { continue }
             if descriptor.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 && descriptor.revents & Int16(POLLIN) == 0 { return }
             reader.withLock { _ in serveOne() }
         }
@@ -277,6 +288,7 @@ final class BackendRequestHandler: @unchecked Sendable {
     /// Serves a request if one is waiting and the reader lock is free.
     func serviceIfReady() {
         guard !closed.load(ordering: .relaxed) else { return }
+        lastServiced.store(monotonicNanoseconds(), ordering: .relaxed)
         var descriptor = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
         guard poll(&descriptor, 1, 0) > 0, descriptor.revents & Int16(POLLIN) != 0 else { return }
         _ = reader.withLockIfAvailable { _ in serveOne() }
