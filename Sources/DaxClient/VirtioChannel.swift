@@ -148,12 +148,12 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
     private func wait(for slot: Slot, on queue: FrontendQueue, serviceBackend: Bool = false) throws(Errno) {
         if reap(queue, for: slot) { return }
         if pollNanoseconds > 0, spinners.wrappingAdd(1, ordering: .relaxed).oldValue < maxSpinners {
-            let start = Self.now()
+            let start = monotonicNanoseconds()
             defer { spinners.subtract(1, ordering: .relaxed) }
             // Mapping requests wait on a socket round trip besides the ring: spin longer.
             let current = spinBudget.load(ordering: .relaxed)
             let budget = serviceBackend ? max(current, 200_000) : current
-            while Self.now() &- start < budget {
+            while monotonicNanoseconds() &- start < budget {
                 if reap(queue, for: slot) {
                     spinBudget.store(min(pollNanoseconds, max(current * 2, 2_000)), ordering: .relaxed)
                     return
@@ -171,9 +171,9 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
             if reap(queue, for: slot) { return }
             var fds = [pollfd(fd: queue.call.rawValue, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: frontend.socket.fd, events: Int16(0x2000), revents: 0)]  // POLLRDHUP
-            let sleptFrom = Self.now()
+            let sleptFrom = monotonicNanoseconds()
             let ready = poll(&fds, 2, 1000)
-            if pollNanoseconds > 0 && Self.now() &- sleptFrom < pollNanoseconds {
+            if pollNanoseconds > 0 && monotonicNanoseconds() &- sleptFrom < pollNanoseconds {
                 let current = spinBudget.load(ordering: .relaxed)
                 spinBudget.store(min(pollNanoseconds, max(current * 2, 2_000)), ordering: .relaxed)
             }
@@ -186,9 +186,4 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
         }
     }
 
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
 }

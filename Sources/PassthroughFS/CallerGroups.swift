@@ -14,7 +14,7 @@ final class CallerGroups: Sendable {
 
     func groups(of pid: UInt32) -> [UInt32] {
         guard enabled, pid != 0 else { return [] }
-        let now = Self.now()
+        let now = monotonicNanoseconds()
         if let hit = cache.withLock({ $0[pid] }), hit.expires > now { return hit.groups }
         let groups = Self.read(pid)
         cache.withLock { table in
@@ -35,11 +35,5 @@ final class CallerGroups: Sendable {
         let text = String(decoding: buffer[0 ..< count], as: UTF8.self)
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) else { return [] }
         return line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
-    }
-
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }

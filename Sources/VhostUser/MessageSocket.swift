@@ -110,16 +110,12 @@ public struct MessageSocket: Sendable {
 
     /// Polls without sleeping until a message arrives or `nanoseconds` pass.
     public func spinUntilReadable(nanoseconds: UInt64) {
-        var start = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
+        let start = monotonicNanoseconds()
         var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
             descriptor.revents = 0
             if poll(&descriptor, 1, 0) != 0 { return }
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let elapsed = (now.tv_sec - start.tv_sec) * 1_000_000_000 + (now.tv_nsec - start.tv_nsec)
-            if elapsed >= Int(nanoseconds) { return }
+            if monotonicNanoseconds() &- start >= nanoseconds { return }
         }
     }
 
