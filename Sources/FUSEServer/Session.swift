@@ -61,6 +61,9 @@ public final class FUSESession: Sendable {
     public let fileSystem: any FileSystem
     public let options: SessionOptions
     let logger: Logger
+    /// Whether each request is logged at trace level; checked once, so the
+    /// per-request cost is a branch when tracing is off.
+    private let traceRequests: Bool
     private let backing: (any BackingRegistry)?
     private let sink: (any NotificationSink)?
     /// The DAX window, when the transport has one.
@@ -86,6 +89,7 @@ public final class FUSESession: Sendable {
         self.fileSystem = fileSystem
         self.options = options
         self.logger = logger
+        traceRequests = logger.logLevel <= .trace
         self.backing = backing
         self.sink = notifications
         self.window = window
@@ -121,6 +125,9 @@ public final class FUSESession: Sendable {
             return .none
         }
         let opcode = FUSEOpcode(rawValue: header.opcode)
+        if traceRequests {
+            logger.trace("\(opcode) unique \(header.unique) node \(header.nodeid) uid \(header.uid) pid \(header.pid) len \(header.len)")
+        }
         guard Int(header.len) == message.count else {
             return malformed(header, opcode, "header says \(header.len) bytes, message has \(message.count)", reply)
         }
