@@ -47,3 +47,35 @@ public func monotonicNanoseconds() -> UInt64 {
     clock_gettime(CLOCK_MONOTONIC, &time)
     return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
 }
+
+/// Raises this process's open-file limit as far as it may go: every inode the
+/// kernel knows holds an O_PATH descriptor, so a busy share needs many. Root
+/// may lift the hard limit up to /proc/sys/fs/nr_open. Returns the new soft limit.
+@discardableResult
+public func raiseOpenFileLimit() -> UInt64 {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    var ceiling = limit.rlim_max
+    if let text = try? String(contentsOfProcFile: "/proc/sys/fs/nr_open"), let value = UInt64(text) {
+        ceiling = max(ceiling, rlim_t(value))
+    }
+    var wanted = rlimit(rlim_cur: ceiling, rlim_max: ceiling)
+    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &wanted) != 0 {
+        wanted = rlimit(rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max)
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &wanted)
+    }
+    _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    return UInt64(limit.rlim_cur)
+}
+
+extension String {
+    /// The first line of a small /proc or /sys file, trimmed.
+    init(contentsOfProcFile path: String) throws(Errno) {
+        let fd = try Syscall.call { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = try Syscall.call { buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+        let text = String(decoding: buffer[0 ..< count], as: UTF8.self)
+        self = String((text.split(separator: "\n").first ?? "").filter { $0 != " " && $0 != "\t" })
+    }
+}

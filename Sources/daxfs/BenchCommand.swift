@@ -33,21 +33,27 @@ struct MountBenchCommand: ParsableCommand {
           seq. overwrite     the same again over that file's cached pages, so
                              no page-cache memory is allocated; then the file
                              is removed
+          4 KiB write        write(2)s of 4 KiB into a new file (64 MiB, or
+                             256 MiB in a full run); close is timed, fsync
+                             is not; page-cache memory recycled first as above
           random 4 KiB read  preads at uniformly random 4 KiB-aligned offsets of
                              the data file for a fixed time, same offsets for
                              every configuration
           create+stat+unlink creates N empty files in a fresh directory, stats
-                             each, unlinks each; reported as whole cycles per
-                             second and per operation
+                             each, unlinks each (10,000 files, a fresh
+                             directory each round); reported as whole cycles
+                             per second and per operation
 
         Each round runs every workload in every configuration, rotating the order; \
         the table shows the median of the rounds, its ratio to native, and the CPU \
         share of this process (below 100 % means it waited, e.g. for the server). \
+        In the JSON, `create_vs_native`, `stat_vs_native` and `unlink_vs_native` are \
+        the passthrough mount's ratios (the same as `passthrough_create_vs_native`...). \
         MB is 10^6 bytes. Progress goes to stderr; stdout has only the results.
         """
     )
 
-    @Flag(help: "Smaller run: 256 MiB data file, 2,000 files, 0.5 s of random reads, 3 rounds (default: 1 GiB, 10,000 files, 1 s, 5 rounds).")
+    @Flag(help: "Smaller run: 256 MiB data file, 64 MiB of 4 KiB writes, 0.5 s of random reads, 3 rounds (default: 1 GiB, 256 MiB, 1 s, 5 rounds; 10,000 files in both).")
     var quick = false
 
     @Flag(help: "After the table, print one JSON object with every figure and ratio as the last line of stdout.")

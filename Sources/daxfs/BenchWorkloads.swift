@@ -59,6 +59,31 @@ enum BenchWorkload {
         return (write, overwrite)
     }
 
+    /// Writes a new file of `bytes` with 4 KiB write(2)s (the file offset
+    /// advances; no pwrite), timed from open to close, fsync excluded; removes
+    /// it afterwards, untimed. Small writes are where a FUSE server pays per
+    /// call: without FUSE_HANDLE_KILLPRIV_V2 the kernel asks it for
+    /// `security.capability` before every one.
+    static func smallWrites(_ path: String, bytes: Int, buffer: UnsafeMutableRawBufferPointer) throws -> Span {
+        defer { unlink(path) }
+        let block = UnsafeRawBufferPointer(rebasing: buffer[..<smallBlockSize])
+        return try timed {
+            let fd = try attempt("open \(path)") {
+                try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+            }
+            var written = 0
+            while written < bytes {
+                if written & 0xFFFFF == 0 { try Interruption.check() }
+                let count = try attempt("write \(path)") { try Syscall.write(fd.rawValue, from: block) }
+                guard count == smallBlockSize else {
+                    throw BenchError("write \(path): \(count) bytes at offset \(written), expected \(smallBlockSize)")
+                }
+                written += count
+            }
+            try closeChecked(fd, path)
+        }
+    }
+
     /// Writes and removes a scratch file of `bytes`, untimed, so that the
     /// next new-file write gets page-cache memory the machine has just freed.
     /// Without it, on a VM whose balloon reports free pages back to the host,

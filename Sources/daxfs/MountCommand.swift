@@ -33,6 +33,7 @@ struct MountCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "daxfs")
+        raiseOpenFileLimit()
         try checkDirectory(sharedDir, role: "shared directory")
         try checkDirectory(mountpoint, role: "mountpoint")
 

@@ -50,6 +50,7 @@ struct ServeCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "daxfs")
+        raiseOpenFileLimit()
         try checkDirectory(sharedDir, role: "shared directory")
         if let mapAlignment, !(12 ... 30).contains(mapAlignment) {
             throw CLIError("--map-alignment must be between 12 and 30 (log2 of bytes), not \(mapAlignment)")
