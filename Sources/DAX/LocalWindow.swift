@@ -55,7 +55,7 @@ public final class LocalWindow: WindowMapper, @unchecked Sendable {
 /// letting SIGBUS kill the process.
 public enum FaultSafeCopy {
     /// Copies `count` bytes; returns fewer when a source or destination page faulted.
-    @inline(__always)
+    @inlinable
     public static func copy(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count: Int) -> Int {
         guard count > 0 else { return 0 }
         return daxfs_safe_copy(destination, source, count)

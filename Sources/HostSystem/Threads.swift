@@ -41,7 +41,7 @@ public final class OSThread: @unchecked Sendable {
 
 /// Nanoseconds on the monotonic clock (`clock_gettime(CLOCK_MONOTONIC)`), for
 /// spin budgets and cache lifetimes.
-@inline(__always)
+@inlinable
 public func monotonicNanoseconds() -> UInt64 {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
