@@ -20,7 +20,6 @@ int daxfs_openat(int dirfd, const char *path, int flags, unsigned int mode) {
 
 int daxfs_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 
-int daxfs_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 
 int daxfs_fcntl_lock(int fd, int cmd, short *type, short whence, int64_t *start, int64_t *len, int32_t *pid) {
     struct flock lock;
@@ -57,24 +56,9 @@ int daxfs_fallocate(int fd, int mode, int64_t offset, int64_t len) { return fall
 uint64_t daxfs_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 unsigned int daxfs_major(uint64_t dev) { return major(dev); }
 unsigned int daxfs_minor(uint64_t dev) { return minor(dev); }
-int daxfs_gettid(void) { return (int)syscall(SYS_gettid); }
 int daxfs_syncfs(int fd) { return syncfs(fd); }
 
-long daxfs_thread_setresuid(unsigned int r, unsigned int e, unsigned int s) { return syscall(SYS_setresuid, r, e, s); }
-long daxfs_thread_setresgid(unsigned int r, unsigned int e, unsigned int s) { return syscall(SYS_setresgid, r, e, s); }
-int daxfs_setfsuid(unsigned int uid) { return setfsuid(uid); }
-int daxfs_setfsgid(unsigned int gid) { return setfsgid(gid); }
 
-static void daxfs_interrupt_handler(int signo) { (void)signo; }
-
-int daxfs_install_interrupt_signal(int signo) {
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_handler = daxfs_interrupt_handler;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = 0; // no SA_RESTART: blocking calls return EINTR
-    return sigaction(signo, &action, NULL);
-}
 
 #include <pthread.h>
 int daxfs_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
@@ -91,8 +75,6 @@ int daxfs_setxattr(const char *path, const char *name, const void *value, size_t
 ssize_t daxfs_listxattr(const char *path, char *list, size_t size) { return listxattr(path, list, size); }
 int daxfs_removexattr(const char *path, const char *name) { return removexattr(path, name); }
 
-static __thread int daxfs_umask_cleared;
-
 static __thread int daxfs_umask_own = 0;
 static __thread unsigned int daxfs_umask_value = 0;
 
@@ -100,7 +82,7 @@ int daxfs_thread_set_umask(unsigned int mask) {
     if (!daxfs_umask_own) {
         if (unshare(CLONE_FS) != 0) return -1;
         daxfs_umask_own = 1;
-        daxfs_umask_value = umask(mask & 0777);
+        umask(mask & 0777);
         daxfs_umask_value = mask & 0777;
         return 0;
     }
@@ -111,13 +93,6 @@ int daxfs_thread_set_umask(unsigned int mask) {
     return 0;
 }
 
-int daxfs_thread_clear_umask(void) {
-    if (daxfs_umask_cleared) return 0;
-    if (unshare(CLONE_FS) != 0) return -1;
-    umask(0);
-    daxfs_umask_cleared = 1;
-    return 0;
-}
 
 #include <setjmp.h>
 #include <stdatomic.h>

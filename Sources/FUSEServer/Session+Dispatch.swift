@@ -13,10 +13,6 @@ extension WireReader {
 
     mutating func cStringArg() throws -> CStringArg { CStringArg(bytes: try cString()) }
 
-    /// Nothing may follow the arguments.
-    func expectEnd(_ opcode: FUSEOpcode) throws {
-        guard remaining == 0 else { throw RequestFailure.malformed("\(remaining) unexpected trailing bytes") }
-    }
 }
 
 extension FUSESession {

@@ -178,10 +178,6 @@ extension Syscall {
         _ = try call { daxfs_removexattr(path, name) }
     }
 
-    /// Gives the calling thread a private umask of 0 (once per thread; unshares CLONE_FS).
-    public static func clearThreadUmask() throws(Errno) {
-        _ = try call { daxfs_thread_clear_umask() }
-    }
 }
 
 /// A `struct flock` range with `l_whence = SEEK_SET`; `length` 0 means to end of file.

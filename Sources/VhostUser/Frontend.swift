@@ -31,7 +31,6 @@ public final class VhostUserFrontend: @unchecked Sendable {
     public let protocolFeatures: UInt64
     /// The DAX window size the backend asked for in GET_SHMEM_CONFIG (0 = none).
     public let windowSize: UInt64
-    private let control = Locked(())
     private var backendThread: OSThread?
     private var backendHandler: BackendRequestHandler?
     private let backendSocket: Int32?

@@ -44,7 +44,6 @@ int daxfs_errno(void);
 void daxfs_set_errno(int value);
 int daxfs_openat(int dirfd, const char *path, int flags, unsigned int mode);
 int daxfs_ioctl_ptr(int fd, unsigned long request, void *arg);
-int daxfs_fcntl_int(int fd, int cmd, int arg);
 /// fcntl with a `struct flock` built from plain fields (F_OFD_* and classic).
 int daxfs_fcntl_lock(int fd, int cmd, short *type, short whence, int64_t *start, int64_t *len, int32_t *pid);
 int daxfs_renameat2(int olddir, const char *oldpath, int newdir, const char *newpath, unsigned int flags);
@@ -54,18 +53,8 @@ int daxfs_fallocate(int fd, int mode, int64_t offset, int64_t len);
 uint64_t daxfs_makedev(unsigned int major, unsigned int minor);
 unsigned int daxfs_major(uint64_t dev);
 unsigned int daxfs_minor(uint64_t dev);
-int daxfs_gettid(void);
 int daxfs_syncfs(int fd);
 int daxfs_set_thread_name(const char *name);
-/// Per-thread credentials: raw syscalls act on the calling thread only
-/// (glibc's wrappers broadcast to every thread of the process).
-long daxfs_thread_setresuid(unsigned int r, unsigned int e, unsigned int s);
-long daxfs_thread_setresgid(unsigned int r, unsigned int e, unsigned int s);
-int daxfs_setfsuid(unsigned int uid);
-int daxfs_setfsgid(unsigned int gid);
-/// Installs a do-nothing handler without SA_RESTART, so pthread_kill with
-/// `signo` makes a blocking call in that thread return EINTR.
-int daxfs_install_interrupt_signal(int signo);
 
 // PassthroughFS: xattr calls (sys/xattr.h is not in Swift's Glibc module),
 // flock, and a per-thread umask.
@@ -78,7 +67,6 @@ int daxfs_flock(int fd, int operation);
 /// Gives the calling thread its own fs_struct (unshare(CLONE_FS)) and sets its
 /// umask to 0, once per thread, so that modes the kernel already masked are
 /// used as sent. Returns 0, or -1 with errno.
-int daxfs_thread_clear_umask(void);
 
 /// Makes the calling thread's filesystem credentials (fsuid, fsgid) those of
 /// a request's caller; a no-op when they already are. The first switch away
