@@ -26,6 +26,8 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
         /// Written by whichever thread reaps the completion (under the queue lock).
         var done = false
         var length = 0
+        /// Writable bytes given to the device for this request.
+        var offered = 0
         var queue = 0
         init(request: UInt64, reply: UInt64, capacity: Int) { self.request = request; self.reply = reply; self.capacity = capacity }
     }
@@ -56,6 +58,8 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
     public func call<R>(_ request: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws(Errno) -> R) throws(Errno) -> R {
         let (slot, length) = try roundTrip(request, expectReply: true)
         defer { freeSlots.push(slot) }
+        // The used length comes from the backend: never read past what we lent it.
+        guard length <= slots[slot].offered else { throw .protocolError }
         let reply = UnsafeRawBufferPointer(start: frontend.memory.pointer(slots[slot].reply), count: length)
         return try body(reply)
     }
@@ -95,6 +99,7 @@ public final class VirtioChannel: FUSEChannel, @unchecked Sendable {
             let size = Int(request.loadUnaligned(fromByteOffset: InHeader.wireSize + 16, as: UInt32.self).littleEndian)
             replyCapacity = min(replyCapacity, OutHeader.wireSize + size)
         }
+        slot.offered = expectReply ? replyCapacity : 0
         let submitted: Bool = queue.lock.withLock { _ in
             let writable: [(address: UInt64, length: UInt32)] = expectReply ? [(slot.reply, UInt32(replyCapacity))] : []
             guard let head = queue.ring.submit(readable: [(slot.request, UInt32(request.count))], writable: writable) else { return false }
