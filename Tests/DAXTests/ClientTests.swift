@@ -213,7 +213,11 @@ struct WindowManagerTests {
         let client = try makeClient(dir.path, ranges: 10)  // threshold: 2 free ranges
         let file = try client.open("f")
         for chunk in 0 ..< 12 { _ = try file.read(count: 1, at: UInt64(chunk) << 16) }
-        #expect(client.statistics.reclaimedInline == 2)
+        // Chunk 10 finds the window full and steals inline, which wakes the
+        // reclaimer; chunk 11 steals too unless the reclaimer already freed a
+        // range — a race the test must not depend on.
+        let early = client.statistics
+        #expect(early.reclaimedInline >= 1 && early.reclaimedInline + early.reclaimedInBackground >= 2, "\(early)")
         _ = try file.read(count: 1, at: 12 << 16)  // takes a free range, if reclaim made one; else steals
         let deadline = Date().addingTimeInterval(5)
         while client.statistics.freeRanges < 2 && Date() < deadline { usleep(1000) }
