@@ -87,7 +87,7 @@ public final class DaxFile: Sendable {
             let within = Int(position & (manager.rangeSize - 1))
             let piece = min(count - done, Int(manager.rangeSize) - within)
             let destination = target.baseAddress! + done
-            if let lease = try manager.acquire(node: node.rawValue, chunk: chunk, writable: false, use: .io(small: small)) {
+            if let lease = try manager.acquire(node: node.rawValue, chunk: chunk, hints: record.hints, writable: false, use: .io(small: small)) {
                 let copied = FaultSafeCopy.copy(to: destination, from: lease.pointer + within, count: piece)
                 manager.release(lease)
                 done += copied
@@ -163,7 +163,7 @@ public final class DaxFile: Sendable {
                 let within = Int(position & (manager.rangeSize - 1))
                 let piece = min(inside - done, Int(manager.rangeSize) - within)
                 let source = data.baseAddress! + done
-                if let lease = try manager.acquire(node: node.rawValue, chunk: chunk, writable: true, use: .io(small: small)) {
+                if let lease = try manager.acquire(node: node.rawValue, chunk: chunk, hints: record.hints, writable: true, use: .io(small: small)) {
                     let copied = FaultSafeCopy.copy(to: lease.pointer + within, from: source, count: piece)
                     manager.release(lease)
                     done += copied
@@ -252,7 +252,8 @@ public final class DaxFile: Sendable {
         var size = record.size.load(ordering: .relaxed)
         if offset + UInt64(length) > size { size = try refreshSize() }
         guard offset + UInt64(length) <= size else { throw Errno.invalidArgument }
-        guard let lease = try manager.acquire(node: node.rawValue, chunk: offset >> manager.rangeShift, writable: false, use: .lend) else {
+        guard let lease = try manager.acquire(node: node.rawValue, chunk: offset >> manager.rangeShift, hints: record.hints,
+                                              writable: false, use: .lend) else {
             throw Errno.io
         }
         defer { manager.release(lease) }

@@ -9,8 +9,8 @@ public enum DAXMode: String, Sendable, CaseIterable {
     /// and writes that miss with FUSE_READ/FUSE_WRITE unless their chunk keeps
     /// missing (see `WindowManager.admit`).
     case auto
-    /// Map every access, evicting the least recently used idle range (the
-    /// Linux client's behaviour, with LRU instead of its rotation).
+    /// Map every access, evicting an idle range not used recently (the
+    /// Linux client's behaviour, with CLOCK instead of its rotation).
     case always
     /// No window: every read and write is a FUSE_READ/FUSE_WRITE (the baseline).
     case never
@@ -19,16 +19,27 @@ public enum DAXMode: String, Sendable, CaseIterable {
 /// The client's DAX window manager (the algorithm of Linux fs/fuse/dax.c,
 /// seed 002): the window is cut into ranges of `rangeSize`; each file has a
 /// map from chunk index (file offset / rangeSize) to the range that maps it;
-/// unused ranges sit on a free list, mapped ones that nobody uses on a busy
-/// list kept in least-recently-used order. A range in use (refcount > 0) is
-/// never reclaimed.
+/// unused ranges sit on a free list. A range in use (refcount > 0) is never
+/// reclaimed.
+///
+/// The hit path takes no lock: each range has one atomic word (`RangeWord`:
+/// refcount, ready, writable, detached, referenced) and each open node a
+/// table of hints (chunk → range, `ChunkHints`). A hit reads the hint, pins
+/// the range with one compare-and-swap that requires it ready, not detached
+/// and (for writes) writable, checks the range still maps this node's chunk,
+/// and later unpins with one atomic subtract. Everything else — misses,
+/// upgrades, reclaim, drop — runs under the lock; it claims an idle range by
+/// swapping its word from "ready, refcount 0" to 0, which fails if a hit
+/// pinned it first. Victims are chosen by CLOCK (second chance): a hit sets
+/// the referenced bit in the same swap that pins, and the sweep spares a
+/// referenced range once, so recently used ranges survive, as with LRU,
+/// without relinking a list on every hit (which cost two lock round trips).
 ///
 /// No FUSE request is sent with the lock held. A range that is being set up,
-/// upgraded or removed is marked so, and it is in no list another thread could
-/// take it from: it cannot be handed to a second chunk meanwhile. An I/O
-/// caller that finds its chunk in such a transient state does not wait; it
-/// uses FUSE_READ/FUSE_WRITE for that access (same host page cache, so just as
-/// coherent). Only `withMappedBytes` callers sleep.
+/// upgraded or removed is not ready: no hit can pin it and no second chunk
+/// can take it. An I/O caller that finds its chunk in such a transient state
+/// does not wait; it uses FUSE_READ/FUSE_WRITE for that access (same host
+/// page cache, so just as coherent). Only `withMappedBytes` callers sleep.
 final class WindowManager: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let rangeSize: UInt64
@@ -42,13 +53,23 @@ final class WindowManager: @unchecked Sendable {
     let backgroundReclaim: Bool
     /// A chunk that missed this many times within a period is mapped even under pressure.
     let admitAfterMisses: UInt32
-    /// Misses per period of the admission counters (then they start again).
+    /// Misses of unmapped chunks per period of the admission counters (then they start again).
     let missPeriod: Int
     let fuse: FUSEClient
     /// False once the server answered SETUPMAPPING with ENOSYS.
     let enabled = Atomic<Bool>(true)
+    /// Entries of a new node's `ChunkHints`.
+    let hintCapacity: Int
 
     private let state: Locked<State>
+    /// One `RangeWord` per range.
+    private let words: UnsafeMutablePointer<Atomic<UInt64>>
+    /// Which node and chunk each range maps: written under the lock while the
+    /// range is not ready, read by hits after they pinned it.
+    private let owners: UnsafeMutablePointer<Atomic<UInt64>>
+    private let hits = Atomic<UInt64>(0)
+    /// `withMappedBytes` callers waiting for a range (see `release`).
+    private let waiters = Atomic<Int>(0)
     private let rangeEvent = WakeUp()
     private let reclaimEvent = WakeUp()
     private let reclaimer = Locked<OSThread?>(nil)
@@ -73,29 +94,47 @@ final class WindowManager: @unchecked Sendable {
         backgroundReclaim = options.backgroundReclaim
         admitAfterMisses = UInt32(max(1, options.admitAfterMisses))
         missPeriod = max(64, 2 * rangeCount)
+        // As many hints as ranges (a file as large as the window has one per
+        // chunk), within [64, 4096].
+        hintCapacity = 1 << (Int.bitWidth - (min(max(rangeCount, 64), 4096) - 1).leadingZeroBitCount)
         self.fuse = fuse
         state = Locked(State(rangeCount: rangeCount))
+        words = .allocate(capacity: rangeCount)
+        owners = .allocate(capacity: 2 * rangeCount)
+        for i in 0 ..< rangeCount { (words + i).initialize(to: Atomic(0)) }
+        for i in 0 ..< 2 * rangeCount { (owners + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        words.deinitialize(count: rangeCount)
+        words.deallocate()
+        owners.deinitialize(count: 2 * rangeCount)
+        owners.deallocate()
     }
 
     // MARK: State
 
+    /// The atomic word of a range.
+    enum RangeWord {
+        static let refs: UInt64 = 0xFFFF_FFFF
+        /// Mapped and usable: hits may pin it.
+        static let ready: UInt64 = 1 << 32
+        static let writable: UInt64 = 1 << 33
+        /// Dropped from its file's map (truncate, close) while in use: no
+        /// new hits; reclaimed first once idle.
+        static let detached: UInt64 = 1 << 34
+        /// Used since the CLOCK hand last passed.
+        static let referenced: UInt64 = 1 << 35
+    }
+
+    /// What only the lock holder changes.
     struct Range {
         enum Phase: UInt8 { case free, settingUp, ready, removing }
         var phase = Phase.free
         var node: UInt64 = 0
         var chunk: UInt64 = 0
-        var writable = false
         /// A second SETUPMAPPING with WRITE is in flight.
         var upgrading = false
-        /// Dropped from its file's map (truncate, close) while in use: reclaim it first.
-        var detached = false
-        var refs: Int32 = 0
-        /// `State.clock` at the last use, for diagnostics; the LRU order is the list.
-        var lastUse: UInt64 = 0
-        // Links of the busy list (idle ranges only), -1 = none.
-        var prev: Int32 = -1
-        var next: Int32 = -1
-        var inLRU = false
     }
 
     struct ChunkKey: Hashable { var node: UInt64; var chunk: UInt64 }
@@ -118,12 +157,8 @@ final class WindowManager: @unchecked Sendable {
         var free: [Int32]
         /// Per file (node id): chunk index → range.
         var files: [UInt64: [UInt64: Int32]] = [:]
-        /// The busy list of idle mapped ranges: head = least recently used.
-        var lruHead: Int32 = -1
-        var lruTail: Int32 = -1
-        var clock: UInt64 = 0
-        /// Threads sleeping on `rangeEvent`.
-        var waiters = 0
+        /// The CLOCK hand: the next range the victim sweep looks at.
+        var hand = 0
         var reclaimRequested = false
         /// The free list ran out since the window last had room to spare:
         /// demand exceeds the window. Background reclaim and the small-miss
@@ -139,43 +174,6 @@ final class WindowManager: @unchecked Sendable {
             ranges = Array(repeating: Range(), count: rangeCount)
             // Pop from the end: hand out low window offsets first.
             free = (0 ..< Int32(rangeCount)).reversed()
-        }
-
-        mutating func lruRemove(_ r: Int32) {
-            let i = Int(r)
-            guard ranges[i].inLRU else { return }
-            let prev = ranges[i].prev, next = ranges[i].next
-            if prev >= 0 { ranges[Int(prev)].next = next } else { lruHead = next }
-            if next >= 0 { ranges[Int(next)].prev = prev } else { lruTail = prev }
-            ranges[i].prev = -1
-            ranges[i].next = -1
-            ranges[i].inLRU = false
-        }
-
-        /// Most recently used end.
-        mutating func lruAppend(_ r: Int32) {
-            let i = Int(r)
-            ranges[i].prev = lruTail
-            ranges[i].next = -1
-            if lruTail >= 0 { ranges[Int(lruTail)].next = r } else { lruHead = r }
-            lruTail = r
-            ranges[i].inLRU = true
-        }
-
-        /// The end reclaim takes from.
-        mutating func lruPrepend(_ r: Int32) {
-            let i = Int(r)
-            ranges[i].next = lruHead
-            ranges[i].prev = -1
-            if lruHead >= 0 { ranges[Int(lruHead)].prev = r } else { lruTail = r }
-            lruHead = r
-            ranges[i].inLRU = true
-        }
-
-        mutating func pin(_ r: Int32) {
-            lruRemove(r)
-            ranges[Int(r)].refs += 1
-            ranges[Int(r)].lastUse = clock
         }
 
         /// Removes the file-map entry that points at `r`, if any.
@@ -202,6 +200,62 @@ final class WindowManager: @unchecked Sendable {
             misses[key] = count
             return false
         }
+    }
+
+    /// Pins `r` if it is ready, not detached and, when `writable`, mapped
+    /// writable; marks it referenced in the same swap.
+    @inline(__always)
+    private func pin(_ r: Int, writable: Bool) -> Bool {
+        var word = words[r].load(ordering: .relaxed)
+        while true {
+            guard word & (RangeWord.ready | RangeWord.detached) == RangeWord.ready,
+                  !writable || word & RangeWord.writable != 0,
+                  word & RangeWord.refs != RangeWord.refs else { return false }
+            let (exchanged, original) = words[r].compareExchange(expected: word, desired: (word + 1) | RangeWord.referenced,
+                                                                  ordering: .acquiring)
+            if exchanged { return true }
+            word = original
+        }
+    }
+
+    /// Takes `r` for a new use if it is ready and idle: its word becomes 0
+    /// (not ready), so no hit can pin it. Under the lock only.
+    private func claimIdle(_ r: Int) -> Bool {
+        var word = words[r].load(ordering: .relaxed)
+        while word & RangeWord.ready != 0 && word & RangeWord.refs == 0 {
+            let (exchanged, original) = words[r].compareExchange(expected: word, desired: 0, ordering: .acquiring)
+            if exchanged { return true }
+            word = original
+        }
+        return false
+    }
+
+    /// Records which chunk `r` maps; under the lock, while `r` is not ready.
+    private func setOwner(_ r: Int, node: UInt64, chunk: UInt64) {
+        owners[2 * r].store(node, ordering: .relaxed)
+        owners[2 * r + 1].store(chunk, ordering: .relaxed)
+    }
+
+    /// One step of the CLOCK sweep for an idle victim, under the lock:
+    /// detached ranges go at once, referenced ones get a second chance.
+    /// The victim is claimed (not ready) and out of its file's map.
+    private func sweep(_ s: inout State) -> Int32? {
+        for _ in 0 ..< 2 * rangeCount + 1 {
+            let r = s.hand
+            s.hand = r + 1 == rangeCount ? 0 : r + 1
+            guard s.ranges[r].phase == .ready else { continue }
+            let word = words[r].load(ordering: .relaxed)
+            guard word & RangeWord.ready != 0, word & RangeWord.refs == 0 else { continue }
+            if word & (RangeWord.referenced | RangeWord.detached) == RangeWord.referenced {
+                // A hit racing with this clears nothing: the swap fails and the bit stays.
+                _ = words[r].compareExchange(expected: word, desired: word & ~RangeWord.referenced, ordering: .relaxed)
+                continue
+            }
+            guard claimIdle(r) else { continue }
+            s.forgetChunk(of: Int32(r))
+            return Int32(r)
+        }
+        return nil
     }
 
     // MARK: Acquire and release
@@ -232,35 +286,59 @@ final class WindowManager: @unchecked Sendable {
 
     private func lease(_ r: Int32) -> Lease { Lease(index: r, pointer: base + Int(windowOffset(r))) }
 
+    /// A new node's hint table.
+    func makeHints() -> ChunkHints { ChunkHints(capacity: hintCapacity) }
+
     /// The range mapping `chunk` of `node`, mapped (or upgraded) on demand.
     /// nil: serve this access with FUSE_READ/FUSE_WRITE instead (window
     /// pressure, every range busy, the chunk in transition, or the server
     /// refused the mapping). `.lend` never returns nil; it throws instead.
-    func acquire(node: UInt64, chunk: UInt64, writable: Bool, use: Use) throws(Errno) -> Lease? {
+    /// `hints` is the node's table: tried first, without the lock, and
+    /// updated whenever the lock holder finds or maps the chunk.
+    @inline(__always)
+    func acquire(node: UInt64, chunk: UInt64, hints: ChunkHints, writable: Bool, use: Use) throws(Errno) -> Lease? {
+        let hint = hints.range(of: chunk)
+        if hint >= 0 && pin(hint, writable: writable) {
+            if owners[2 * hint].load(ordering: .relaxed) == node && owners[2 * hint + 1].load(ordering: .relaxed) == chunk {
+                // Load and store, not an atomic add: a locked add on every hit
+                // costs more than the statistic is worth; concurrent hits may
+                // undercount it.
+                hits.store(hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+                return lease(Int32(hint))
+            }
+            release(Lease(index: Int32(hint), pointer: base))
+        }
+        return try acquireLocked(node: node, chunk: chunk, hints: hints, writable: writable, use: use)
+    }
+
+    private func acquireLocked(node: UInt64, chunk: UInt64, hints: ChunkHints, writable: Bool, use: Use) throws(Errno) -> Lease? {
         let lend = use == .lend
         while true {
             let seen = lend ? rangeEvent.generation : 0
+            // Announced before looking, so that a release after the look sees it (see `release`).
+            if lend { waiters.add(1, ordering: .sequentiallyConsistent) }
             let (plan, kick) = state.withLock { s -> (Plan, Bool) in
-                s.clock &+= 1
                 if let r = s.files[node]?[chunk] {
-                    let range = s.ranges[Int(r)]
-                    guard range.phase == .ready else {
+                    let i = Int(r)
+                    guard s.ranges[i].phase == .ready else {
                         // Being set up by another thread.
-                        if lend { s.waiters += 1; return (.wait, false) }
+                        if lend { return (.wait, false) }
                         s.counters.busyFallbacks += 1
                         return (.fallback, false)
                     }
-                    if writable && !range.writable {
-                        if range.upgrading {
-                            if lend { s.waiters += 1; return (.wait, false) }
+                    hints.set(chunk, range: i)
+                    if writable && words[i].load(ordering: .relaxed) & RangeWord.writable == 0 {
+                        if s.ranges[i].upgrading {
+                            if lend { return (.wait, false) }
                             s.counters.busyFallbacks += 1
                             return (.fallback, false)
                         }
-                        s.ranges[Int(r)].upgrading = true
-                        s.pin(r)
+                        s.ranges[i].upgrading = true
+                        // Ready and in the file's map, hence not detached: the pin holds.
+                        _ = pin(i, writable: false)
                         return (.upgrade(r), false)
                     }
-                    s.pin(r)
+                    _ = pin(i, writable: false)
                     s.counters.hits += 1
                     return (.hit(r), false)
                 }
@@ -281,19 +359,17 @@ final class WindowManager: @unchecked Sendable {
                 var stolen = false
                 if let freeRange = s.free.popLast() {
                     r = freeRange
-                } else if s.lruHead >= 0 {
+                } else if let victim = sweep(&s) {
                     s.exhausted = true
-                    // Inline reclaim of the least recently used idle range,
-                    // whichever file it maps. The new SETUPMAPPING replaces
-                    // the old mapping in place (MAP_FIXED), which saves the
-                    // REMOVEMAPPING round trip Linux pays here.
-                    r = s.lruHead
-                    s.lruRemove(r)
-                    s.forgetChunk(of: r)
+                    // Inline reclaim of an idle range, whichever file it maps.
+                    // The new SETUPMAPPING replaces the old mapping in place
+                    // (MAP_FIXED), which saves the REMOVEMAPPING round trip
+                    // Linux pays here.
+                    r = victim
                     stolen = true
                 } else {
                     s.exhausted = true
-                    if lend { s.waiters += 1; return (.wait, false) }
+                    if lend { return (.wait, false) }
                     s.counters.busyFallbacks += 1
                     return (.fallback, false)
                 }
@@ -308,17 +384,17 @@ final class WindowManager: @unchecked Sendable {
                     s.reclaimRequested = true
                     kick = true
                 }
-                var range = Range()
-                range.phase = .settingUp
-                range.node = node
-                range.chunk = chunk
-                range.writable = writable
-                range.refs = 1
-                range.lastUse = s.clock
-                s.ranges[Int(r)] = range
+                let i = Int(r)
+                s.ranges[i] = Range(phase: .settingUp, node: node, chunk: chunk)
+                setOwner(i, node: node, chunk: chunk)
+                // Not ready yet: only this caller's reference.
+                words[i].store(1 | (writable ? RangeWord.writable : 0), ordering: .relaxed)
                 s.files[node, default: [:]][chunk] = r
                 return (.setup(r, stolen: stolen), kick)
             }
+            var waiting = false
+            if case .wait = plan { waiting = true }
+            if lend && !waiting { waiters.subtract(1, ordering: .relaxed) }
             if kick { reclaimEvent.signal() }
 
             switch plan {
@@ -328,7 +404,7 @@ final class WindowManager: @unchecked Sendable {
                 return nil
             case .wait:
                 rangeEvent.wait(after: seen)
-                state.withLock { $0.waiters -= 1 }
+                waiters.subtract(1, ordering: .relaxed)
             case .upgrade(let r):
                 do throws(Errno) {
                     try fuse.setupMapping(NodeID(node), fileOffset: chunk << rangeShift, windowOffset: windowOffset(r),
@@ -352,47 +428,48 @@ final class WindowManager: @unchecked Sendable {
                     if lend { throw error }
                     return nil
                 }
-                finishSetup(r, stolen: stolen)
+                finishSetup(r, stolen: stolen, hints: hints)
                 return lease(r)
             }
         }
     }
 
+    /// Gives a range back. A waiter that announced itself before looking at
+    /// the ranges either saw this range idle or is woken here: the subtract
+    /// and the load are ordered against its announcement and its look.
+    @inline(__always)
     func release(_ lease: Lease) {
-        let r = lease.index
-        let notify = state.withLock { s -> Bool in
-            let i = Int(r)
-            s.ranges[i].refs -= 1
-            precondition(s.ranges[i].refs >= 0, "DAX range \(r) released more often than acquired")
-            s.ranges[i].lastUse = s.clock
-            if s.ranges[i].refs == 0 && s.ranges[i].phase == .ready {
-                if s.ranges[i].detached { s.lruPrepend(r) } else { s.lruAppend(r) }
-            }
-            return s.waiters > 0
-        }
-        if notify { rangeEvent.signal() }
+        let before = words[Int(lease.index)].subtract(1, ordering: .sequentiallyConsistent).oldValue
+        precondition(before & RangeWord.refs != 0, "DAX range \(lease.index) released more often than acquired")
+        if waiters.load(ordering: .sequentiallyConsistent) > 0 { rangeEvent.signal() }
     }
 
-    private func finishSetup(_ r: Int32, stolen: Bool) {
-        let notify = state.withLock { s -> Bool in
-            s.ranges[Int(r)].phase = .ready
+    private func finishSetup(_ r: Int32, stolen: Bool, hints: ChunkHints) {
+        state.withLock { s in
+            let i = Int(r)
+            s.ranges[i].phase = .ready
+            // Publishes the owner written before; keeps a detached mark set by `drop` meanwhile.
+            words[i].bitwiseOr(RangeWord.ready, ordering: .releasing)
+            if s.files[s.ranges[i].node]?[s.ranges[i].chunk] == r { hints.set(s.ranges[i].chunk, range: i) }
             s.counters.setups += 1
             if stolen { s.counters.inlineReclaimed += 1 }
-            return s.waiters > 0
         }
-        if notify { rangeEvent.signal() }
+        wakeWaiters()
     }
 
     private func finishUpgrade(_ r: Int32, succeeded: Bool) {
-        let notify = state.withLock { s -> Bool in
+        state.withLock { s in
             s.ranges[Int(r)].upgrading = false
             if succeeded {
-                s.ranges[Int(r)].writable = true
+                words[Int(r)].bitwiseOr(RangeWord.writable, ordering: .releasing)
                 s.counters.upgrades += 1
             }
-            return s.waiters > 0
         }
-        if notify { rangeEvent.signal() }
+        wakeWaiters()
+    }
+
+    private func wakeWaiters() {
+        if waiters.load(ordering: .sequentiallyConsistent) > 0 { rangeEvent.signal() }
     }
 
     /// A SETUPMAPPING failed: the range goes back to the free list. A stolen
@@ -401,6 +478,7 @@ final class WindowManager: @unchecked Sendable {
         state.withLock { s in
             s.forgetChunk(of: r)
             s.ranges[Int(r)].phase = .removing
+            words[Int(r)].store(0, ordering: .relaxed)
             s.counters.setupFailures += 1
         }
         if stolen { try? fuse.removeMapping([RemoveMappingOne(moffset: windowOffset(r), len: rangeSize)]) }
@@ -413,17 +491,17 @@ final class WindowManager: @unchecked Sendable {
     }
 
     private func freeRanges(_ victims: [Int32], messages: Int) {
-        let notify = state.withLock { s -> Bool in
+        state.withLock { s in
             for r in victims {
                 s.ranges[Int(r)] = Range()
+                words[Int(r)].store(0, ordering: .relaxed)
                 s.free.append(r)
             }
             // Files closed or truncated: room to spare again.
             if s.free.count > 2 * reclaimThreshold { s.exhausted = false }
             s.counters.removeMessages += UInt64(messages)
-            return s.waiters > 0
         }
-        if notify { rangeEvent.signal() }
+        wakeWaiters()
     }
 
     private func removeMappings(_ victims: [Int32], node: UInt64) -> Int {
@@ -447,12 +525,12 @@ final class WindowManager: @unchecked Sendable {
             for (chunk, r) in map where chunk >= first {
                 s.files[node]?[chunk] = nil
                 let i = Int(r)
-                if s.ranges[i].refs == 0 && s.ranges[i].phase == .ready {
-                    s.lruRemove(r)
+                if s.ranges[i].phase == .ready && claimIdle(i) {
                     s.ranges[i].phase = .removing
                     out.append(r)
                 } else {
-                    s.ranges[i].detached = true
+                    // In use or being set up: no new hits from now on.
+                    words[i].bitwiseOr(RangeWord.detached, ordering: .relaxed)
                 }
             }
             if s.files[node]?.isEmpty == true { s.files[node] = nil }
@@ -498,7 +576,7 @@ final class WindowManager: @unchecked Sendable {
         }
     }
 
-    /// Frees idle ranges, least recently used first, until the free list is
+    /// Frees idle ranges, in CLOCK order (unused since the hand last passed first), until the free list is
     /// back at the threshold, at most `reclaimBatch` per pass; returns how
     /// many it freed.
     @discardableResult
@@ -507,10 +585,7 @@ final class WindowManager: @unchecked Sendable {
             guard !s.stopping else { return [] }
             let want = min(reclaimBatch, reclaimThreshold - s.free.count)
             var out: [Int32] = []
-            while out.count < want, s.lruHead >= 0 {
-                let r = s.lruHead
-                s.lruRemove(r)
-                s.forgetChunk(of: r)
+            while out.count < want, let r = sweep(&s) {
                 s.ranges[Int(r)].phase = .removing
                 out.append(r)
             }
@@ -525,14 +600,18 @@ final class WindowManager: @unchecked Sendable {
     // MARK: Inspection
 
     func counters() -> (Counters, free: Int) {
-        state.withLock { ($0.counters, $0.free.count) }
+        state.withLock { s in
+            var counters = s.counters
+            counters.hits += hits.load(ordering: .relaxed)
+            return (counters, s.free.count)
+        }
     }
 
     /// The window offset of the range mapping `chunk` of `node`, and whether it is writable.
     func mapping(node: UInt64, chunk: UInt64) -> (offset: UInt64, writable: Bool)? {
         state.withLock { s in
             guard let r = s.files[node]?[chunk], s.ranges[Int(r)].phase == .ready else { return nil }
-            return (windowOffset(r), s.ranges[Int(r)].writable)
+            return (windowOffset(r), words[Int(r)].load(ordering: .relaxed) & RangeWord.writable != 0)
         }
     }
 
@@ -541,46 +620,61 @@ final class WindowManager: @unchecked Sendable {
         state.withLock { s in (s.files[node]?.keys).map { Array($0).sorted() } ?? [] }
     }
 
-    /// Every broken invariant, in words (empty when all hold).
+    /// Every broken invariant, in words (empty when all hold). Exact only
+    /// when no other thread uses the window.
     func invariantViolations() -> [String] {
         state.withLock { s in
             var problems: [String] = []
             var seenFree = Set<Int32>()
             for r in s.free {
                 if !seenFree.insert(r).inserted { problems.append("range \(r) twice on the free list") }
-                let range = s.ranges[Int(r)]
-                if range.phase != .free || range.refs != 0 || range.inLRU { problems.append("free range \(r) is \(range)") }
+                let word = words[Int(r)].load(ordering: .relaxed)
+                if s.ranges[Int(r)].phase != .free || word != 0 { problems.append("free range \(r) is \(s.ranges[Int(r)]), word \(word)") }
             }
-            var lruCount = 0
-            var previous: Int32 = -1
-            var cursor = s.lruHead
-            while cursor >= 0 {
-                let range = s.ranges[Int(cursor)]
-                if range.phase != .ready || range.refs != 0 || !range.inLRU || range.prev != previous {
-                    problems.append("busy-list range \(cursor) is \(range)")
-                }
-                lruCount += 1
-                if lruCount > s.ranges.count { problems.append("busy list has a cycle"); break }
-                previous = cursor
-                cursor = range.next
-            }
-            if previous != s.lruTail { problems.append("busy list tail \(s.lruTail), walked to \(previous)") }
             for (i, range) in s.ranges.enumerated() {
-                if range.refs < 0 { problems.append("range \(i) refcount \(range.refs)") }
+                let word = words[i].load(ordering: .relaxed)
                 if range.phase == .free && !seenFree.contains(Int32(i)) { problems.append("free range \(i) not on the free list") }
-                if range.phase == .ready && range.refs == 0 && !range.inLRU { problems.append("idle range \(i) not on the busy list") }
-                if range.inLRU { lruCount -= 1 }
+                if (range.phase == .ready) != (word & RangeWord.ready != 0) { problems.append("range \(i) is \(range), word \(word)") }
+                if range.phase == .ready && (owners[2 * i].load(ordering: .relaxed) != range.node || owners[2 * i + 1].load(ordering: .relaxed) != range.chunk) {
+                    problems.append("range \(i) is \(range) but its owner words disagree")
+                }
             }
-            if lruCount != 0 { problems.append("busy list length disagrees with its members") }
             for (node, map) in s.files {
                 for (chunk, r) in map {
                     let range = s.ranges[Int(r)]
-                    if range.node != node || range.chunk != chunk || range.detached || !(range.phase == .ready || range.phase == .settingUp) {
-                        problems.append("node \(node) chunk \(chunk) → range \(r), which is \(range)")
+                    let word = words[Int(r)].load(ordering: .relaxed)
+                    if range.node != node || range.chunk != chunk || word & RangeWord.detached != 0 || !(range.phase == .ready || range.phase == .settingUp) {
+                        problems.append("node \(node) chunk \(chunk) → range \(r), which is \(range), word \(word)")
                     }
                 }
             }
             return problems
         }
     }
+}
+
+/// A node's hints for the lock-free hit path: chunk → range, direct-mapped
+/// by chunk modulo the capacity. A hint may be stale or point at another
+/// chunk's range; the hit path checks the range's owner after pinning it.
+final class ChunkHints: @unchecked Sendable {
+    private let slots: UnsafeMutablePointer<Atomic<Int32>>
+    private let mask: UInt64
+
+    /// `capacity`: a power of two.
+    init(capacity: Int) {
+        slots = .allocate(capacity: capacity)
+        for i in 0 ..< capacity { (slots + i).initialize(to: Atomic(-1)) }
+        mask = UInt64(capacity - 1)
+    }
+
+    deinit {
+        slots.deinitialize(count: Int(mask) + 1)
+        slots.deallocate()
+    }
+
+    /// The range last seen mapping `chunk`, or -1.
+    @inline(__always)
+    func range(of chunk: UInt64) -> Int { Int(slots[Int(chunk & mask)].load(ordering: .relaxed)) }
+
+    func set(_ chunk: UInt64, range: Int) { slots[Int(chunk & mask)].store(Int32(range), ordering: .relaxed) }
 }
