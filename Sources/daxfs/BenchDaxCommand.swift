@@ -26,6 +26,12 @@ struct DaxBenchCommand: ParsableCommand {
                              policy: every miss maps, evicting the least recently
                              used range); warmed with random reads first
 
+        The page cache: the data file is dropped from the cache and read back through \
+        a 2 MiB-aligned, huge-page-advised (MADV_HUGEPAGE) mapping, as the window's \
+        ranges are, so it is held in 2 MiB folios that map with one page-table entry \
+        each (the share is printed as page_cache_huge_pct); --small-folios warms it \
+        with pread instead. The native mmap is mapped the same way as the window.
+
         Random reads are 4 KiB at uniformly random 4 KiB-aligned offsets for a fixed \
         time, the same offsets for every configuration in a round; sequential reads are \
         1 MiB preads over the whole file, repeated for a minimum time. Mapping latency is \
@@ -50,6 +56,9 @@ struct DaxBenchCommand: ParsableCommand {
     @Flag(help: "After the table, print one JSON object with every figure and ratio as the last line of stdout (default: off).")
     var json = false
 
+    @Flag(help: "Warm the page cache with pread, as readahead sizes folios (at most 128 KiB here), instead of through a huge-page-advised mapping that reads 2 MiB folios (default: 2 MiB folios, what a file first read through the DAX window gets).")
+    var smallFolios = false
+
     @Option(name: .customLong("dir"),
             help: ArgumentHelp("Parent of the scratch directory; the benchmark makes a fresh directory there and removes it afterwards.",
                                valueName: "path"))
@@ -57,7 +66,8 @@ struct DaxBenchCommand: ParsableCommand {
 
     func run() throws {
         Interruption.install()
-        let suite = DaxBenchSuite(size: quick ? .quick : .full, parent: directory)
+        var suite = DaxBenchSuite(size: quick ? .quick : .full, parent: directory)
+        suite.smallFolios = smallFolios
         let results: DaxBenchSuite.Results
         do {
             results = try suite.run()

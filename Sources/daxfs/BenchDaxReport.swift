@@ -36,7 +36,8 @@ extension DaxBenchSuite.Results {
 
     func table() -> String {
         let range = "\(DaxBenchSuite.rangeSize >> 20) MiB"
-        var lines = ["median of \(size.rounds) rounds; \(size.dataBytes >> 20) MiB file in the host page cache; \(range) ranges; "
+        var lines = ["median of \(size.rounds) rounds; \(size.dataBytes >> 20) MiB file in the host page cache "
+            + "(\(formatted(median("page_cache_huge_pct"), decimals: 0)) % in 2 MiB folios); \(range) ranges; "
             + "window N % = N % of the file"]
         func cell(_ x: Double, _ decimals: Int, _ width: Int) -> String { padLeft(formatted(x, decimals: decimals), width) }
         func pct(_ key: String) -> String {
@@ -90,6 +91,7 @@ extension DaxBenchSuite.Results {
             figure("\(key)_p50_us", decimals: 3)
             figure("\(key)_p99_us", decimals: 3)
         }
+        figure("page_cache_huge_pct", decimals: 1)
 
         var ratios: [(String, String)] = []
         func ratio(_ name: String, _ value: Double) { ratios.append((name, jsonNumber(value, decimals: 3))) }

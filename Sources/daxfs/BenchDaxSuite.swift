@@ -154,6 +154,9 @@ struct DaxBenchSuite {
     var size: Size
     /// The directory in which the scratch directory is made.
     var parent: String
+    /// Warm the page cache with pread (readahead-sized folios) instead of
+    /// through a huge-page-advised mapping (2 MiB folios).
+    var smallFolios = false
 
     static func windowBytes(percent: Int, dataBytes: Int) -> UInt64 {
         let ranges = (UInt64(dataBytes) * UInt64(percent) / 100 + rangeSize - 1) / rangeSize
@@ -167,11 +170,9 @@ struct DaxBenchSuite {
         var clients: [DaxBenchClient] = []
         var rawClient: RawMappingClient?
         var nativeFD: Int32 = -1
-        var mapped: UnsafeMutableRawPointer?
         defer {
             for client in clients { try? client.close() }
             rawClient?.close()
-            if let mapped { munmap(mapped, size.dataBytes) }
             if nativeFD >= 0 { Glibc.close(nativeFD) }
             buffer.deallocate()
             for path in removeTree(scratch) { note("warning: could not remove \(path)") }
@@ -182,15 +183,32 @@ struct DaxBenchSuite {
         let dataPath = shared + "/" + Self.dataName
         note("writing the \(size.dataBytes >> 20) MiB data file")
         try Self.writeDataFile(dataPath, bytes: size.dataBytes, buffer: buffer)
-        note("warming the page cache")
-        _ = try BenchWorkload.sequentialRead(dataPath, buffer: buffer)
-
         nativeFD = try attempt("open \(dataPath)") { try FileDescriptor.open(dataPath, flags: O_RDONLY).release() }
         let fd = nativeFD
-        let address = mmap(nil, size.dataBytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0)
-        guard let address, address != MAP_FAILED else { throw BenchError("mmap \(dataPath): \(Errno(errno))") }
-        mapped = address
         let dataBytes = size.dataBytes
+        // The native mapping: 2 MiB-aligned and huge-page-advised like the
+        // window's ranges, so both map the page cache the same way.
+        let nativeMap = try attempt("reserve \(dataBytes >> 20) MiB of address space") { try LocalWindow(size: UInt64(dataBytes)) }
+        if smallFolios {
+            note("warming the page cache with pread (folios as readahead makes them)")
+            _ = try BenchWorkload.sequentialRead(dataPath, buffer: buffer)
+        } else {
+            // What a file first read through the window gets: the window's
+            // huge-page advice makes page faults read 2 MiB folios.
+            note("warming the page cache through a huge-page-advised mapping (2 MiB folios)")
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        }
+        do {
+            try nativeMap.map(fd: fd, fileOffset: 0, windowOffset: 0, length: UInt64(dataBytes), writable: false)
+        } catch {
+            throw BenchError("mmap \(dataPath): \(error)")
+        }
+        let address = nativeMap.base
+        var sink: UInt8 = 0
+        for page in stride(from: 0, to: dataBytes, by: HostPage.size) { sink &+= address.load(fromByteOffset: page, as: UInt8.self) }
+        if sink == 1 { note("") }  // keeps the loads
+        let hugeShare = Double(filePmdMappedBytes(at: address)) / Double(dataBytes) * 100
+        note("page cache: \(formatted(hugeShare, decimals: 1)) % of the file mapped with 2 MiB page-table entries")
 
         var readers: [DaxReadPath: BlockReader] = [:]
         var daxClients: [DaxReadPath: DaxClient] = [:]
@@ -235,6 +253,7 @@ struct DaxBenchSuite {
         let permutation = Self.blockPermutation(count: size.dataBytes / Self.smallBlock, seed: 0xF1257)
 
         var results = Results(size: size)
+        results.add("page_cache_huge_pct", hugeShare)
         for round in 0..<size.rounds {
             let progress = "round \(round + 1)/\(size.rounds)"
             for path in rotated(randomPaths, by: round) {
@@ -280,6 +299,23 @@ struct DaxBenchSuite {
     }
 
     // MARK: Data
+
+    /// FilePmdMapped of this process's mapping that starts at `address` (/proc/self/smaps), 0 if unknown.
+    func filePmdMappedBytes(at address: UnsafeMutableRawPointer) -> Int {
+        let smaps = readSmallFile("/proc/self/smaps")
+        let start = String(UInt(bitPattern: address), radix: 16) + "-"
+        var inside = false
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard let key = fields.first else { continue }
+            if !key.hasSuffix(":") {
+                inside = key.hasPrefix(start)  // a mapping's header: "start-end perms offset dev inode path"
+            } else if inside, key == "FilePmdMapped:", fields.count > 1 {
+                return (Int(fields[1]) ?? 0) * 1024
+            }
+        }
+        return 0
+    }
 
     /// The data file: pseudo-random bytes, each 4 KiB block stamped with its
     /// own offset, so a read from the wrong place cannot match.

@@ -60,6 +60,23 @@ struct ServerValidationTests {
         }
     }
 
+    /// Ranges can map 2 MiB page-cache folios with one page-table entry only
+    /// when the window starts on a 2 MiB boundary.
+    @Test(arguments: [UInt64(4096), UInt64(1 << 20 | 4096), UInt64(6 << 20)])
+    func windowStartsOnAHugePageBoundary(size: UInt64) throws {
+        let dir = TempDir("align")
+        try hostWrite(dir.file("f"), pattern(Int(size)))
+        let window = try LocalWindow(size: size)
+        #expect(UInt(bitPattern: window.base) % UInt(LocalWindow.baseAlignment) == 0)
+        let fd = open(dir.file("f"), O_RDONLY)
+        defer { close(fd) }
+        // The last page is part of the window.
+        try window.map(fd: fd, fileOffset: size - Self.page, windowOffset: size - Self.page, length: Self.page, writable: false)
+        let last = UnsafeRawBufferPointer(start: window.base + Int(size - Self.page), count: Int(Self.page))
+        #expect(Array(last) == pattern(Int(size))[Int(size - Self.page)...].map { $0 })
+        try window.unmap(windowOffset: size - Self.page, length: Self.page)
+    }
+
     @Test func badSetupMappingsAreRefusedAndChangeNothing() throws {
         let rig = try Rig()
         rig.expectUnchanged("after the good mapping")
