@@ -235,3 +235,9 @@ void daxfs_store_release_u16(volatile void *address, uint16_t value) {
     __atomic_store_n((volatile uint16_t *)address, value, __ATOMIC_RELEASE);
 }
 void daxfs_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+uint64_t daxfs_load_acquire_u64(const volatile void *address) {
+    return __atomic_load_n((const volatile uint64_t *)address, __ATOMIC_ACQUIRE);
+}
+void daxfs_store_release_u64(volatile void *address, uint64_t value) {
+    __atomic_store_n((volatile uint64_t *)address, value, __ATOMIC_RELEASE);
+}

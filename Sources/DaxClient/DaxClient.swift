@@ -102,6 +102,9 @@ public final class DaxClient: Sendable {
         public var reclaimBatch = 10
         /// Run the background reclaimer thread. Default true.
         public var backgroundReclaim = true
+        /// Bytes of address space for FUSE direct mmap regions (`DaxFile.mmap`)
+        /// in the embedded mode; a vhost-user backend states its own. Default 256 MiB.
+        public var mmapWindowSize: UInt64 = 256 << 20
         public init() {}
     }
 
@@ -115,25 +118,39 @@ public final class DaxClient: Sendable {
     /// The window memory, held so it outlives every mapping the client uses.
     let window: (any ClientWindow)?
     let manager: WindowManager?
+    /// Where the server maps direct mmap regions (shared-memory id 1), and its allocation.
+    let mmapWindow: (any ClientWindow)?
+    let mmapSpace: WindowSpace?
+    /// True while the server speaks FUSE direct mmap.
+    let directMmapEnabled = Atomic<Bool>(false)
+    let nextMappingID = Atomic<UInt64>(1)
+    private let logger = Logger(label: "daxfs.client")
     let counters = IOCounters()
     private let nodes = Locked<[UInt64: NodeRecord]>([:])
     private let closed = Atomic<Bool>(false)
 
     /// Connects over `channel` (sends INIT). With `window` nil, or a server that
     /// has no window, or `mode == .never`, all I/O is FUSE_READ/FUSE_WRITE.
-    public init(channel: any FUSEChannel, window: (any ClientWindow)?, options: Options = Options()) throws(DaxClientError) {
+    /// `mmapWindow` receives the server's direct mmap regions; without it (or
+    /// a server that does not speak the extension) `DaxFile.mmap` uses DAX or copies.
+    public init(channel: any FUSEChannel, window: (any ClientWindow)?, mmapWindow: (any ClientWindow)? = nil,
+                options: Options = Options()) throws(DaxClientError) {
         let page = UInt64(HostPage.size)
         let range = options.rangeSize
         guard range >= page, range.nonzeroBitCount == 1 else {
             throw DaxClientError(.badOptions, "the range size must be a power of two of at least the page size (\(formatBytes(page))); got \(range) bytes")
         }
         fuse = FUSEClient(channel: channel)
-        let flags: InitFlags = [.asyncRead, .bigWrites, .atomicOTrunc, .parallelDirops, .maxPages, .mapAlignment, .initExt]
+        var flags: InitFlags = [.asyncRead, .bigWrites, .atomicOTrunc, .parallelDirops, .maxPages, .mapAlignment, .initExt]
+        if mmapWindow != nil { flags.insert(.daxfsDirectMmap) }
         do throws(Errno) {
             negotiated = try fuse.initialize(flags: flags)
         } catch {
             throw DaxClientError(.connection(error), "the server refused the FUSE connection (INIT: \(error))")
         }
+        self.mmapWindow = mmapWindow
+        mmapSpace = mmapWindow.map { WindowSpace(size: $0.windowSize) }
+        directMmapEnabled.store(mmapWindow != nil && negotiated.capabilities.contains(.daxfsDirectMmap), ordering: .relaxed)
         self.options = options
         self.window = window
         let usable = min(options.windowSize, window?.windowSize ?? 0)
@@ -179,8 +196,16 @@ public final class DaxClient: Sendable {
                 throw DaxClientError(.connection(error), "cannot reserve a \(formatBytes(options.windowSize)) DAX window: \(error)")
             }
         }
-        let session = FUSESession(fileSystem: fileSystem, options: sessionOptions, logger: logger, window: window)
-        return try DaxClient(channel: EmbeddedChannel(session: session), window: window, options: options)
+        var mmapWindow: LocalWindow?
+        if options.mmapWindowSize > 0 {
+            do throws(Errno) {
+                mmapWindow = try LocalWindow(size: options.mmapWindowSize)
+            } catch {
+                throw DaxClientError(.connection(error), "cannot reserve a \(formatBytes(options.mmapWindowSize)) mmap window: \(error)")
+            }
+        }
+        let session = FUSESession(fileSystem: fileSystem, options: sessionOptions, logger: logger, window: window, mmapWindow: mmapWindow)
+        return try DaxClient(channel: EmbeddedChannel(session: session), window: window, mmapWindow: mmapWindow, options: options)
     }
 
     deinit { shutdown() }
@@ -192,6 +217,11 @@ public final class DaxClient: Sendable {
         manager?.stop()
         try? fuse.destroy()
     }
+
+    /// True when the server grants FUSE direct mmap regions.
+    public var usesDirectMmap: Bool { directMmapEnabled.load(ordering: .relaxed) }
+
+    func logRefusal(_ message: String) { logger.error("\(message)") }
 
     /// True when reads and writes may use the window.
     public var usesWindow: Bool { manager?.enabled.load(ordering: .relaxed) ?? false }

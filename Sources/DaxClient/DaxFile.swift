@@ -36,6 +36,8 @@ public final class DaxFile: Sendable {
         try client.close(self)
     }
 
+    var isClosed: Bool { closed.load(ordering: .relaxed) }
+
     private func checkOpen() throws(Errno) {
         if closed.load(ordering: .relaxed) { throw .badFileDescriptor }
     }

@@ -281,6 +281,21 @@ public final class FUSEClient: Sendable {
         try request(.setupMapping, node, argsSize: SetupMappingIn.wireSize) { $0.write(input) }
     }
 
+    /// DAXFS_MMAP (direct mmap extension): the server maps the region it
+    /// chooses at `windowOffset` of this client's mmap window and says which.
+    public func directMmap(_ node: NodeID, handle: FileHandle, mappingID: UInt64, offset: UInt64, length: UInt64,
+                           windowOffset: UInt64, writable: Bool) throws(Errno) -> DirectMmapOut {
+        let prot = DirectMmapFlag.protRead | (writable ? DirectMmapFlag.protWrite : 0)
+        let input = DirectMmapIn(fh: handle.rawValue, mh: mappingID, offset: offset, length: length, windowOffset: windowOffset, prot: prot, flags: 0)
+        return try request(.daxfsMmap, node, argsSize: DirectMmapIn.wireSize, { $0.write(input) }, replying: DirectMmapOut.self)
+    }
+
+    /// DAXFS_MUNMAP: mapping `mappingID` is gone; the server unmaps it and drops its reference.
+    public func directMunmap(_ node: NodeID, handle: FileHandle, mappingID: UInt64) throws(Errno) {
+        let input = DirectMunmapIn(fh: handle.rawValue, mh: mappingID)
+        try request(.daxfsMunmap, node, argsSize: DirectMunmapIn.wireSize) { $0.write(input) }
+    }
+
     /// Ranges per FUSE_REMOVEMAPPING message. Linux sends at most
     /// PAGE_SIZE / 16 = 256; the server takes any count that fits a message.
     public static let removeMappingBatch = 256

@@ -96,6 +96,7 @@ public struct FUSEOpcode: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .copyFileRange: "COPY_FILE_RANGE"; case .setupMapping: "SETUPMAPPING"; case .removeMapping: "REMOVEMAPPING"
         case .syncfs: "SYNCFS"; case .tmpfile: "TMPFILE"; case .statx: "STATX"; case .copyFileRange64: "COPY_FILE_RANGE_64"
         case .cuseInit: "CUSE_INIT"
+        case .daxfsMmap: "DAXFS_MMAP"; case .daxfsMunmap: "DAXFS_MUNMAP"
         default: "opcode \(rawValue)"
         }
     }

@@ -101,6 +101,15 @@ public protocol FileSystem: AnyObject, Sendable {
     /// filesystem opens itself, read-write when `writable` (EACCES when the
     /// file cannot be opened for writing). The filesystem may cache it.
     func mappingDescriptor(_ ctx: RequestContext, node: NodeID, handle: FileHandle?, writable: Bool) throws(Errno) -> SharedDescriptor
+    /// FUSE direct mmap (a daxfs extension, seed 003): the region of server
+    /// memory that backs a client's mmap of [offset, offset+length) of open
+    /// file `handle`. The policy is the filesystem's: one region per file,
+    /// per open, per user, or a fresh private one. ENOSYS (the default): the
+    /// client falls back to DAX or copied I/O.
+    func directMmap(_ ctx: RequestContext, node: NodeID, handle: FileHandle, request: DirectMmapRequest) throws(Errno) -> DirectMmapGrant
+    /// The last client mapping of `region` went away (MUNMAP, or the
+    /// connection that held it ended). Drop the region to free it, or keep it.
+    func regionUnmapped(_ region: SharedRegion)
 }
 
 extension FileSystem {
@@ -146,4 +155,6 @@ extension FileSystem {
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened) { throw .notImplemented }
     public func bmap(_ ctx: RequestContext, node: NodeID, block: UInt64, blockSize: UInt32) throws(Errno) -> UInt64 { throw .notImplemented }
     public func mappingDescriptor(_ ctx: RequestContext, node: NodeID, handle: FileHandle?, writable: Bool) throws(Errno) -> SharedDescriptor { throw .notImplemented }
+    public func directMmap(_ ctx: RequestContext, node: NodeID, handle: FileHandle, request: DirectMmapRequest) throws(Errno) -> DirectMmapGrant { throw .notImplemented }
+    public func regionUnmapped(_ region: SharedRegion) {}
 }

@@ -295,6 +295,13 @@ extension FUSESession {
             try removeMappings(&r)
             return success(header, reply)
 
+        case .daxfsMmap:
+            return success(header, try directMmap(ctx, node: node, try r.read(DirectMmapIn.self)), reply)
+
+        case .daxfsMunmap:
+            try directMunmap(try r.read(DirectMunmapIn.self))
+            return success(header, reply)
+
         case .notifyReply:
             // Replies to NOTIFY_RETRIEVE; daxfs never sends one.
             return .none

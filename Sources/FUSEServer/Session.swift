@@ -69,11 +69,13 @@ public final class FUSESession: Sendable {
     /// The DAX window, when the transport has one.
     let window: (any WindowMapper)?
     let mappingRules: MappingRules?
+    /// The client's mmap window for FUSE direct mmap (shared-memory id 1), when the transport has one.
+    let mmapWindow: (any WindowMapper)?
 
     private let negotiated = Atomic<UInt64>(0)
     private let initialized = Atomic<Bool>(false)
     private let destroyed = Atomic<Bool>(false)
-    private let state = Locked(State())
+    let state = Locked(State())
 
     struct State {
         var connection: FUSEConnection?
@@ -81,11 +83,14 @@ public final class FUSESession: Sendable {
         var inFlight: [UInt64: InterruptFlag] = [:]
         /// INTERRUPTs that arrived before their request registered (bounded).
         var earlyInterrupts: [UInt64] = []
+        /// Live direct mmaps by the client's mapping id, and ids being served.
+        var mmaps: [UInt64: DirectMapping] = [:]
+        var reservedMmapIDs: Set<UInt64> = []
     }
 
     public init(fileSystem: any FileSystem, options: SessionOptions = SessionOptions(), logger: Logger = Logger(label: "daxfs.session"),
                 backing: (any BackingRegistry)? = nil, notifications: (any NotificationSink)? = nil,
-                window: (any WindowMapper)? = nil) {
+                window: (any WindowMapper)? = nil, mmapWindow: (any WindowMapper)? = nil) {
         self.fileSystem = fileSystem
         self.options = options
         self.logger = logger
@@ -93,6 +98,7 @@ public final class FUSESession: Sendable {
         self.backing = backing
         self.sink = notifications
         self.window = window
+        self.mmapWindow = mmapWindow
         mappingRules = window.map {
             MappingRules(alignmentLog2: options.mapAlignmentLog2 ?? UInt16(HostPage.size.trailingZeroBitCount), windowSize: $0.windowSize)
         }
@@ -108,6 +114,7 @@ public final class FUSESession: Sendable {
     /// The connection is gone (transport closed): release everything once.
     public func end() {
         if destroyed.exchange(true, ordering: .acquiringAndReleasing) { return }
+        dropAllDirectMappings()
         if initialized.load(ordering: .acquiring) { fileSystem.destroy() }
     }
 
@@ -294,6 +301,8 @@ public final class FUSESession: Sendable {
         wanted.insert(.maxPages)
         if mappingRules != nil { wanted.insert(.mapAlignment) } else { wanted.remove(.mapAlignment) }
         if backing == nil { wanted.remove(.passthrough) }
+        // Only to a client that offered it (a kernel never does), and only with a window to map into.
+        if mmapWindow != nil { wanted.insert(.daxfsDirectMmap) } else { wanted.remove(.daxfsDirectMmap) }
         var agreed = wanted.intersection(kernel)
         // The kernel refuses passthrough together with writeback caching.
         if agreed.contains(.passthrough) { agreed.remove(.writebackCache) }

@@ -190,3 +190,14 @@ public struct RecordLock: Sendable, Equatable {
         self.type = type; self.start = start; self.length = length; self.pid = pid
     }
 }
+
+extension Syscall {
+    /// An anonymous shared-memory file of `size` bytes (memfd_create with
+    /// MFD_CLOEXEC, then ftruncate).
+    public static func sharedMemory(name: String, size: UInt64) throws(Errno) -> FileDescriptor {
+        guard size <= UInt64(Int64.max) else { throw .invalidArgument }
+        let fd = FileDescriptor(adopting: try call { daxfs_memfd(name) })
+        try ftruncate(fd.rawValue, size: Int64(size))
+        return fd
+    }
+}

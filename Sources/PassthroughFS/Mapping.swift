@@ -44,3 +44,19 @@ extension PassthroughFS {
         }
     }
 }
+
+extension PassthroughFS {
+    /// FUSE direct mmap: ring files (`Options.ringFiles`) get a region of
+    /// server memory; every other file ENOSYS, so the client uses DAX.
+    public func directMmap(_ ctx: RequestContext, node: NodeID, handle: FileHandle, request: DirectMmapRequest) throws(Errno) -> DirectMmapGrant {
+        guard let rings = options.ringFiles else { throw .notImplemented }
+        let file = try openFile(handle)
+        guard file.inode.id == node else { throw .badFileDescriptor }
+        guard rings.handles(file.inode.key) else { throw .notImplemented }
+        // The open mode bounds the mapping, as for mmap(2) of the file.
+        if request.writable && !file.canWrite { throw .permissionDenied }
+        return try rings.grant(file.inode.key, handle: handle.rawValue, request: request)
+    }
+
+    public func regionUnmapped(_ region: SharedRegion) { options.ringFiles?.unmapped(region) }
+}

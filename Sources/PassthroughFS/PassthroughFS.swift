@@ -66,11 +66,14 @@ public final class PassthroughFS: FileSystem {
         /// guest, whose pids mean nothing here (virtio-fs guests check
         /// permissions themselves with default_permissions).
         public var callerGroupsFromProc: Bool
+        /// Files whose mmap gets a region of server memory (FUSE direct mmap); nil = none.
+        public var ringFiles: RingFiles?
 
         public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
-                    callerGroupsFromProc: Bool = true) {
+                    callerGroupsFromProc: Bool = true, ringFiles: RingFiles? = nil) {
             self.cache = cache; self.passthrough = passthrough; self.xattr = xattr; self.logger = logger
             self.callerGroupsFromProc = callerGroupsFromProc
+            self.ringFiles = ringFiles
         }
     }
 

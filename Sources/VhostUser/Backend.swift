@@ -16,6 +16,8 @@ public struct FSBackendOptions: Sendable {
     public var pollMicroseconds = 50
     /// Size of the DAX cache window offered in GET_SHMEM_CONFIG (shmid 0); 0 = no DAX.
     public var cacheSize: UInt64 = 0
+    /// Size of the direct mmap window offered in GET_SHMEM_CONFIG (shmid 1); 0 = no FUSE direct mmap.
+    public var mmapWindowSize: UInt64 = 0
     public var session = SessionOptions()
     public init() {}
 }
@@ -190,7 +192,9 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                 // VhostUserShMemConfig: {u32 nregions, u32 padding, u64 sizes[256]}; shmid 0 is the DAX window.
                 var sizes = [UInt64](repeating: 0, count: 256)
                 sizes[0] = backend.options.cacheSize
-                var payload: [UInt8] = .le(UInt32(backend.options.cacheSize > 0 ? 1 : 0), UInt32(0))
+                sizes[1] = backend.options.mmapWindowSize
+                let regions = backend.options.mmapWindowSize > 0 ? 2 : backend.options.cacheSize > 0 ? 1 : 0
+                var payload: [UInt8] = .le(UInt32(regions), UInt32(0))
                 for size in sizes { payload += .le(size) }
                 return payload
             case .setStatus, .getStatus, .setLogBase, .setLogFD, .sendRARP, .netSetMTU, .iotlbMessage, .setVringEndian,
@@ -306,12 +310,21 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             let fileSystem: any FileSystem
             do throws(Errno) { fileSystem = try backend.makeFileSystem() } catch { throw .system(error) }
             var window: (any WindowMapper)?
+            var mmapWindow: (any WindowMapper)?
             let daxFeatures = VhostUser.ProtocolFeature.shmem | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
-            if backend.options.cacheSize > 0, protocolFeatures & daxFeatures == daxFeatures, let fd = backendChannelFD {
-                window = BackendChannel(fd: dup(fd), windowSize: backend.options.cacheSize)
-                logger.info("DAX window of \(backend.options.cacheSize >> 20) MiB through SHMEM_MAP/SHMEM_UNMAP")
+            if protocolFeatures & daxFeatures == daxFeatures, let fd = backendChannelFD {
+                let line = BackendRequestLine(fd: dup(fd))
+                if backend.options.cacheSize > 0 {
+                    window = BackendChannel(line: line, shmid: VhostUser.cacheWindowID, windowSize: backend.options.cacheSize)
+                    logger.info("DAX window of \(backend.options.cacheSize >> 20) MiB through SHMEM_MAP/SHMEM_UNMAP")
+                }
+                if backend.options.mmapWindowSize > 0 {
+                    mmapWindow = BackendChannel(line: line, shmid: VhostUser.mmapWindowID, windowSize: backend.options.mmapWindowSize)
+                    logger.info("direct mmap window of \(backend.options.mmapWindowSize >> 20) MiB (shmid 1)")
+                }
             }
-            let session = FUSESession(fileSystem: fileSystem, options: backend.options.session, logger: logger, window: window)
+            let session = FUSESession(fileSystem: fileSystem, options: backend.options.session, logger: logger, window: window,
+                                      mmapWindow: mmapWindow)
             do throws(Errno) {
                 let device = try FSDevice(session: session, threadPoolSize: backend.options.threadPoolSize, queueCount: vrings.count, logger: logger)
                 self.device = device

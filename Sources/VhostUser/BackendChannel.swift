@@ -3,37 +3,49 @@ import Glibc
 import HostSystem
 import Synchronization
 
-/// The DAX window of a vhost-user frontend: SETUPMAPPING/REMOVEMAPPING become
-/// SHMEM_MAP/SHMEM_UNMAP requests on the backend channel, with the file
-/// descriptor attached, each waiting for the frontend's REPLY_ACK.
+/// A shared-memory window of a vhost-user frontend (the DAX window, shmid 0,
+/// or the direct mmap window, shmid 1): mappings become SHMEM_MAP/SHMEM_UNMAP
+/// requests on the backend channel, with the file descriptor attached, each
+/// waiting for the frontend's REPLY_ACK.
 final class BackendChannel: WindowMapper, @unchecked Sendable {
     let windowSize: UInt64
-    private let socket: MessageSocket
-    private let owner: SharedDescriptor
-    /// One request at a time: replies carry no id.
-    private let lock = Locked(())
+    let shmid: UInt8
+    private let line: BackendRequestLine
 
-    init(fd: Int32, windowSize: UInt64) {
-        owner = SharedDescriptor(adopting: fd)
-        socket = MessageSocket(fd: fd)
+    init(line: BackendRequestLine, shmid: UInt8, windowSize: UInt64) {
+        self.line = line
+        self.shmid = shmid
         self.windowSize = windowSize
     }
 
     func map(fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
         let flags = writable ? VhostUser.shmemMapReadWrite : 0
-        try request(.shmemMap, payload: Self.payload(fileOffset: fileOffset, windowOffset: windowOffset, length: length, flags: flags), fd: fd)
+        try line.request(.shmemMap, payload: payload(fileOffset: fileOffset, windowOffset: windowOffset, length: length, flags: flags), fd: fd)
     }
 
     func unmap(windowOffset: UInt64, length: UInt64) throws(Errno) {
-        try request(.shmemUnmap, payload: Self.payload(fileOffset: 0, windowOffset: windowOffset, length: length, flags: 0), fd: nil)
+        try line.request(.shmemUnmap, payload: payload(fileOffset: 0, windowOffset: windowOffset, length: length, flags: 0), fd: nil)
     }
 
     /// `VhostUserMMap`: {u8 shmid, u8 padding[7], u64 fd_offset, u64 shm_offset, u64 len, u64 flags}.
-    static func payload(fileOffset: UInt64, windowOffset: UInt64, length: UInt64, flags: UInt64) -> [UInt8] {
-        [VhostUser.cacheWindowID, 0, 0, 0, 0, 0, 0, 0] + .le(fileOffset, windowOffset, length, flags)
+    func payload(fileOffset: UInt64, windowOffset: UInt64, length: UInt64, flags: UInt64) -> [UInt8] {
+        [shmid, 0, 0, 0, 0, 0, 0, 0] + .le(fileOffset, windowOffset, length, flags)
+    }
+}
+
+/// The backend request channel, shared by the windows that use it.
+final class BackendRequestLine: @unchecked Sendable {
+    private let socket: MessageSocket
+    private let owner: SharedDescriptor
+    /// One request at a time: replies carry no id.
+    private let lock = Locked(())
+
+    init(fd: Int32) {
+        owner = SharedDescriptor(adopting: fd)
+        socket = MessageSocket(fd: fd)
     }
 
-    private func request(_ request: VhostUser.BackendRequest, payload: [UInt8], fd: Int32?) throws(Errno) {
+    func request(_ request: VhostUser.BackendRequest, payload: [UInt8], fd: Int32?) throws(Errno) {
         try lock.withLock { _ throws(Errno) in
             do throws(VhostError) {
                 try socket.send(request: request.rawValue, flags: VhostUser.version | VhostUser.needReplyFlag,

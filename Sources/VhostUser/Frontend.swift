@@ -41,7 +41,8 @@ public final class VhostUserFrontend: @unchecked Sendable {
     /// SHMEM_MAP/SHMEM_UNMAP for the DAX window when the backend offers one;
     /// `makeWindow` is called with the size the backend asked for.
     public init(socketPath path: String, options: Options = Options(), logger: Logger = Logger(label: "daxfs.frontend"),
-                makeWindow: ((UInt64) throws(Errno) -> any WindowMapper)? = nil) throws(FrontendError) {
+                makeWindow: ((UInt64) throws(Errno) -> any WindowMapper)? = nil,
+                makeMmapWindow: ((UInt64) throws(Errno) -> any WindowMapper)? = nil) throws(FrontendError) {
         self.logger = logger
         let fd = try Self.connect(path)
         socketOwner = SharedDescriptor(adopting: fd)
@@ -62,7 +63,7 @@ public final class VhostUserFrontend: @unchecked Sendable {
             let offeredProtocol = try Self.u64(socket, .getProtocolFeatures)
             let wantedProtocol = VhostUser.ProtocolFeature.multiQueue | VhostUser.ProtocolFeature.replyAck
                 | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
-                | (makeWindow != nil ? VhostUser.ProtocolFeature.shmem : 0)
+                | (makeWindow != nil || makeMmapWindow != nil ? VhostUser.ProtocolFeature.shmem : 0)
             negotiated = offeredProtocol & wantedProtocol
         }
         protocolFeatures = negotiated
@@ -81,20 +82,29 @@ public final class VhostUserFrontend: @unchecked Sendable {
         }
         guard queueCount >= 2 else { throw FrontendError("the backend offers no request queue") }
 
-        // DAX window: the backend says how large a cache it wants (shmid 0).
+        // The backend says how large a DAX cache (shmid 0) and a direct mmap window (shmid 1) it wants.
         var window: (any WindowMapper)?
+        var mmapWindow: (any WindowMapper)?
         var windowSize: UInt64 = 0
         let daxFeatures = VhostUser.ProtocolFeature.shmem | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
-        if let makeWindow, negotiated & daxFeatures == daxFeatures {
+        if makeWindow != nil || makeMmapWindow != nil, negotiated & daxFeatures == daxFeatures {
             let reply = try Self.request(socket, .getShmemConfig, [])
-            if reply.count >= 16 {
+            func size(_ shmid: Int) -> UInt64 {
+                guard reply.count >= 8 + 8 * (shmid + 1) else { return 0 }
                 let count = reply.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self).littleEndian }
-                let size = reply.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian }
-                if count > 0 && size > 0 {
-                    do throws(Errno) { window = try makeWindow(size) } catch {
-                        throw FrontendError("cannot reserve a DAX window of \(size >> 20) MiB: \(error)")
-                    }
-                    windowSize = size
+                guard Int(count) > shmid else { return 0 }
+                return reply.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * shmid, as: UInt64.self).littleEndian }
+            }
+            let cacheSize = size(Int(VhostUser.cacheWindowID)), mmapSize = size(Int(VhostUser.mmapWindowID))
+            if let makeWindow, cacheSize > 0 {
+                do throws(Errno) { window = try makeWindow(cacheSize) } catch {
+                    throw FrontendError("cannot reserve a DAX window of \(cacheSize >> 20) MiB: \(error)")
+                }
+                windowSize = cacheSize
+            }
+            if let makeMmapWindow, mmapSize > 0 {
+                do throws(Errno) { mmapWindow = try makeMmapWindow(mmapSize) } catch {
+                    throw FrontendError("cannot reserve a direct mmap window of \(mmapSize >> 20) MiB: \(error)")
                 }
             }
         }
@@ -141,8 +151,10 @@ public final class VhostUserFrontend: @unchecked Sendable {
         self.queues = queues
 
         if let backendSocket {
-            let handler = BackendRequestHandler(socket: MessageSocket(fd: backendSocket), window: window,
-                                                rules: window.map { MappingRules(alignmentLog2: 12, windowSize: $0.windowSize) }, logger: logger)
+            var windows: [UInt8: any WindowMapper] = [:]
+            windows[VhostUser.cacheWindowID] = window
+            windows[VhostUser.mmapWindowID] = mmapWindow
+            let handler = BackendRequestHandler(socket: MessageSocket(fd: backendSocket), windows: windows, logger: logger)
             backendHandler = handler
             backendThread = try? OSThread(name: "daxfs-backend-req") { handler.run() }
         }
@@ -251,12 +263,12 @@ public final class FrontendQueue: @unchecked Sendable {
 /// server validates SETUPMAPPING, then mapped into the window.
 final class BackendRequestHandler: @unchecked Sendable {
     let socket: MessageSocket
-    let window: (any WindowMapper)?
-    let rules: MappingRules?
+    /// Windows by shared-memory id.
+    let windows: [UInt8: any WindowMapper]
     let logger: Logger
 
-    init(socket: MessageSocket, window: (any WindowMapper)?, rules: MappingRules?, logger: Logger) {
-        self.socket = socket; self.window = window; self.rules = rules; self.logger = logger
+    init(socket: MessageSocket, windows: [UInt8: any WindowMapper], logger: Logger) {
+        self.socket = socket; self.windows = windows; self.logger = logger
     }
 
     /// One reader at a time: the dedicated thread, or a client thread that is spinning anyway.
@@ -322,7 +334,6 @@ final class BackendRequestHandler: @unchecked Sendable {
     private func handle(_ message: inout VhostMessage) throws(Errno) {
         guard let request = VhostUser.BackendRequest(rawValue: message.request) else { throw .notImplemented }
         guard request == .shmemMap || request == .shmemUnmap else { throw .notImplemented }
-        guard let window, let rules else { throw .noDevice }
         guard message.payload.count >= 40 else { throw .invalidArgument }
         let (shmid, fileOffset, windowOffset, length, flags) = message.payload.withUnsafeBytes { raw in
             (raw[0], raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian,
@@ -330,7 +341,8 @@ final class BackendRequestHandler: @unchecked Sendable {
              raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian,
              raw.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian)
         }
-        guard shmid == VhostUser.cacheWindowID else { throw .invalidArgument }
+        guard let window = windows[shmid] else { throw .invalidArgument }
+        let rules = MappingRules(alignmentLog2: 12, windowSize: window.windowSize)
         try rules.checkWindowRange(offset: windowOffset, length: length)
         if request == .shmemUnmap {
             try window.unmap(windowOffset: windowOffset, length: length)

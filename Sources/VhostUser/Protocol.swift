@@ -64,4 +64,6 @@ public enum VhostUser {
     public static let shmemMapReadWrite: UInt64 = 1 << 0
     /// The virtio-fs DAX cache window's shared-memory id.
     public static let cacheWindowID: UInt8 = 0
+    /// The direct mmap window (daxfs FUSE direct mmap regions).
+    public static let mmapWindowID: UInt8 = 1
 }

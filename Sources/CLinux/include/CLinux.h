@@ -93,6 +93,9 @@ static const int DAXFS_EFD_NONBLOCK = 04000;
 uint16_t daxfs_load_acquire_u16(const volatile void *address);
 void daxfs_store_release_u16(volatile void *address, uint16_t value);
 void daxfs_fence(void);
+/// Counters shared with another process (direct mmap rings).
+uint64_t daxfs_load_acquire_u64(const volatile void *address);
+void daxfs_store_release_u64(volatile void *address, uint64_t value);
 
 /// Fault-safe copies for DAX windows. A window page whose file range was
 /// truncated away raises SIGBUS on access; these copies catch it on the
