@@ -165,9 +165,12 @@ extension DaxFile {
         guard let manager = client.manager, manager.enabled.load(ordering: .relaxed) else { return nil }
         let within = offset & (manager.rangeSize - 1)
         guard within + UInt64(length) <= manager.rangeSize else { return nil }
+        // As mmap(2): the last page may run past the end of file (it reads as zeros).
+        let page = UInt64(HostPage.size)
+        let end = offset + UInt64(length)
         var size = record.size.load(ordering: .relaxed)
-        if offset + UInt64(length) > size { size = try self.size() }
-        guard offset + UInt64(length) <= size else { return nil }
+        if end > (size + page - 1) / page * page { size = try self.size() }
+        guard end <= (size + page - 1) / page * page else { return nil }
         guard let lease = try manager.acquire(node: node.rawValue, chunk: offset >> manager.rangeShift, hints: record.hints,
                                               writable: writable, use: .lend) else { return nil }
         return FileMapping(kind: .dax, offset: offset, length: length, writable: writable, dontCopy: false,

@@ -23,7 +23,7 @@ struct ClientCommand: ParsableCommand {
             Examples: daxfs client --socket-path /run/fs.sock cat notes.txt; \
             daxfs client --embedded /srv/share ls
             """,
-        subcommands: [Cat.self, Put.self, CopyIn.self, CopyOut.self, Stat.self, List.self, ClientBenchCommand.self, RandomRead.self])
+        subcommands: [Cat.self, Put.self, CopyIn.self, CopyOut.self, Stat.self, List.self, MmapRead.self, ClientBenchCommand.self, RandomRead.self])
 
     @OptionGroup var connection: ClientConnectionOptions
 
@@ -88,6 +88,58 @@ struct ClientCommand: ParsableCommand {
             }
             defer { Glibc.close(fd) }
             try copyOut(client, path, to: fd, destination: hostFile)
+        }
+    }
+
+    struct MmapRead: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "mmap-read",
+            abstract: "Map a file and print its first bytes as text (a ring file's live counter, with daxfs serve --ring-file).",
+            discussion: """
+                Maps the file the way a device-like file wants: a region of the server's \
+                memory when the server offers FUSE direct mmap for it, else a DAX range, else \
+                a copy; says which on standard error, then prints the text up to the first NUL \
+                (at most --bytes). With --watch it prints the text again whenever it changes.
+                """)
+        @ParentCommand var parent: ClientCommand
+        var connection: ClientConnectionOptions { parent.connection }
+        @Argument(help: "The file, relative to the shared directory.") var path: String
+        @Option(help: "Bytes to map and show (default: 64).") var bytes = 64
+        @Flag(help: "Keep printing the text whenever it changes, until interrupted.") var watch = false
+        @Option(help: "With --watch, stop after this many seconds (default: run until interrupted).") var seconds: Double?
+
+        func run() throws {
+            guard bytes > 0, bytes <= 1 << 30 else { throw ValidationError("--bytes must be between 1 and 1 GiB") }
+            let client = try connection.connect()
+            defer { connection.report(client) }
+            let file = try clientCall("cannot open \(path)") { () throws(Errno) in try client.open(path, flags: O_RDONLY) }
+            defer { try? file.close() }
+            let mapping = try clientCall("cannot map \(path)") { () throws(Errno) in try file.mmap(length: bytes) }
+            defer { try? mapping.unmap() }
+            switch mapping.kind {
+            case .region(let id, let offset):
+                note("\(path): server region \(id) at offset \(offset)\(mapping.dontCopy ? ", not inherited across fork" : "")")
+            case .dax: note("\(path): DAX range (the server has no region for it)")
+            case .copy: note("\(path): a copy (the server offers neither direct mmap nor DAX)")
+            }
+            func text() -> String {
+                String(decoding: UnsafeRawBufferPointer(mapping.bytes).prefix { $0 != 0 }, as: UTF8.self)
+            }
+            var shown = text()
+            print(shown, terminator: shown.hasSuffix("\n") || shown.isEmpty ? "" : "\n")
+            fflush(nil)
+            guard watch else { return }
+            Interruption.install()
+            let deadline = seconds.map { monotonicSeconds() + $0 }
+            while !Interruption.requested, deadline.map({ monotonicSeconds() < $0 }) ?? true {
+                usleep(10_000)
+                let now = text()
+                if now != shown {
+                    shown = now
+                    print(now, terminator: now.hasSuffix("\n") || now.isEmpty ? "" : "\n")
+                    fflush(nil)
+                }
+            }
         }
     }
 
@@ -309,9 +361,16 @@ struct ClientConnectionOptions: ParsableArguments {
             made.withLock { $0 = window }
             return window
         }
+        let madeMmap = Locked<LocalWindow?>(nil)
+        let makeMmapWindow = { (size: UInt64) throws(Errno) -> any WindowMapper in
+            let window = try LocalWindow(size: min(size, 1 << 30))
+            madeMmap.withLock { $0 = window }
+            return window
+        }
         let frontend: VhostUserFrontend
         do throws(FrontendError) {
-            frontend = try VhostUserFrontend(socketPath: path, options: options, logger: logger, makeWindow: makeWindow)
+            frontend = try VhostUserFrontend(socketPath: path, options: options, logger: logger, makeWindow: makeWindow,
+                                             makeMmapWindow: makeMmapWindow)
         } catch {
             if error.description.hasPrefix("cannot connect") { throw CLIError(error.description) }
             throw CLIError("cannot set up the virtio-fs device with the backend at \(path): \(error)")
@@ -322,7 +381,8 @@ struct ClientConnectionOptions: ParsableArguments {
         } catch {
             throw CLIError("cannot set up the request slots in guest memory: \(error)")
         }
-        return ClientTransport(channel: channel, window: made.withLock { $0 }, frontend: frontend, description: "backend at \(path)")
+        return ClientTransport(channel: channel, window: made.withLock { $0 }, mmapWindow: madeMmap.withLock { $0 }, frontend: frontend,
+                               description: "backend at \(path)")
     }
 
     /// The client options these flags ask for, with a window of at most `windowSize`.
@@ -341,7 +401,7 @@ struct ClientConnectionOptions: ParsableArguments {
     /// INIT over `transport`; errors in words.
     func makeClient(on transport: ClientTransport, channel: (any FUSEChannel)? = nil, options: DaxClient.Options) throws -> DaxClient {
         do throws(DaxClientError) {
-            return try DaxClient(channel: channel ?? transport.channel, window: transport.window, options: options)
+            return try DaxClient(channel: channel ?? transport.channel, window: transport.window, mmapWindow: transport.mmapWindow, options: options)
         } catch {
             switch error.kind {
             case .mapAlignment: throw CLIError("backend refused DAX: \(error.description)")
@@ -365,10 +425,12 @@ struct ClientConnectionOptions: ParsableArguments {
 final class ClientTransport: @unchecked Sendable {
     let channel: any FUSEChannel
     let window: LocalWindow?
+    /// Where the backend maps FUSE direct mmap regions, when it offers them.
+    let mmapWindow: LocalWindow?
     let frontend: VhostUserFrontend?
     let description: String
-    init(channel: any FUSEChannel, window: LocalWindow?, frontend: VhostUserFrontend?, description: String) {
-        self.channel = channel; self.window = window; self.frontend = frontend; self.description = description
+    init(channel: any FUSEChannel, window: LocalWindow?, mmapWindow: LocalWindow? = nil, frontend: VhostUserFrontend?, description: String) {
+        self.channel = channel; self.window = window; self.mmapWindow = mmapWindow; self.frontend = frontend; self.description = description
     }
 }
 

@@ -33,6 +33,17 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Microseconds each queue thread spins for new requests before sleeping; trades CPU for latency.")
     var pollUs = 50
     @Flag(help: "Keep listening for the next frontend after one disconnects (default: exit).") var keepListening = false
+    @Option(help: "Frontends served at once, each on its own threads; above 1 implies --keep-listening (default: 1).")
+    var maxFrontends = 1
+    @Option(help: ArgumentHelp("A device-like file in the shared directory (created if missing) whose mmap gets one region of server memory shared by every client, with a live counter the server writes (FUSE direct mmap; repeatable).", valueName: "name"))
+    var ringFile: [String] = []
+    @Option(help: ArgumentHelp("Like --ring-file, but every open of the file gets a private region, not inherited across fork (repeatable).", valueName: "name"))
+    var privateRingFile: [String] = []
+    @Option(help: "Milliseconds between the ring files' counter ticks (default: 100).")
+    var ringTickMs = 100
+    @Option(help: "Direct mmap window offered in GET_SHMEM_CONFIG (shared-memory id 1), in MiB (default: 64 with ring files, else 0 = off).")
+    var mmapWindowMib: UInt64?
+    @Option(help: .hidden) var ringPipeFd: Int32?
     @Flag(help: "Print the vhost-user backend capabilities JSON (for QEMU and libvirt) and exit.") var printCapabilities = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
@@ -56,6 +67,8 @@ struct ServeCommand: ParsableCommand {
             throw CLIError("--map-alignment must be between 12 and 30 (log2 of bytes), not \(mapAlignment)")
         }
         guard threadPoolSize >= 0 else { throw CLIError("--thread-pool-size must not be negative") }
+        guard maxFrontends >= 1 else { throw CLIError("--max-frontends must be at least 1") }
+        let rings = try makeRingFiles(sharedDir)
 
         var fsOptions = PassthroughFS.Options()
         fsOptions.cache = cache.mode
@@ -64,6 +77,7 @@ struct ServeCommand: ParsableCommand {
         // Guest pids mean nothing on the host; the guest checks permissions itself.
         fsOptions.callerGroupsFromProc = false
         fsOptions.logger = logger
+        fsOptions.ringFiles = rings
         let root = sharedDir
         // Fail now, in plain words, rather than when the guest mounts.
         do { _ = try PassthroughFS(root: root, options: fsOptions) } catch { throw CLIError("cannot share \(root): \(error)") }
@@ -72,31 +86,79 @@ struct ServeCommand: ParsableCommand {
         options.threadPoolSize = threadPoolSize
         options.pollMicroseconds = max(0, pollUs)
         options.cacheSize = cacheSizeMib << 20
+        options.mmapWindowSize = (mmapWindowMib ?? (rings == nil ? 0 : 64)) << 20
         options.session.mapAlignmentLog2 = mapAlignment
         let options2 = fsOptions
         let backend = VhostUserFSBackend(options: options, logger: logger) { () throws(Errno) -> any FileSystem in
             try PassthroughFS(root: root, options: options2)
         }
 
-        let listener = try UnixListener(path: socketPath)
-        let current = Locked<Int32>(-1)
+        let listener = try UnixListener(path: socketPath, backlog: Int32(maxFrontends))
+        let current = Locked<Set<Int32>>([])
         let stopping = Atomic<Bool>(false)
         SignalWatcher.start(onFirst: {
             stopping.store(true, ordering: .releasing)
             listener.shutdown()
-            current.withLock { fd in if fd >= 0 { Glibc.shutdown(fd, Int32(SHUT_RDWR)) } }
+            current.withLock { for fd in $0 { Glibc.shutdown(fd, Int32(SHUT_RDWR)) } }
         }, onSecond: { Glibc.exit(1) })
+        if let rings {
+            do { try rings.start(tickInterval: Double(max(1, ringTickMs)) / 1000) } catch { throw CLIError("cannot start the ring files: \(error)") }
+        }
+        defer { rings?.stop() }
         logger.info("waiting for a vhost-user frontend on \(socketPath)")
         defer { listener.close() }
-        repeat {
-            guard let connection = listener.accept() else { break }
-            current.withLock { $0 = connection }
+        @Sendable func serveOne(_ connection: Int32) {
             logger.info("frontend connected")
             let reason = backend.serve(connection: connection)
-            current.withLock { $0 = -1 }
+            current.withLock { _ = $0.remove(connection) }
             Syscall.close(connection)
             logger.info("frontend gone: \(reason)")
-        } while keepListening && !stopping.load(ordering: .acquiring)
+        }
+        if maxFrontends == 1 {
+            repeat {
+                guard let connection = listener.accept() else { break }
+                current.withLock { _ = $0.insert(connection) }
+                serveOne(connection)
+            } while keepListening && !stopping.load(ordering: .acquiring)
+            return
+        }
+        // Several frontends at once, each served on a thread of its own.
+        // One token per frontend that may be served now.
+        let slots = BlockingQueue<Bool>()
+        for _ in 0 ..< maxFrontends { _ = slots.push(true) }
+        var threads: [OSThread] = []
+        while !stopping.load(ordering: .acquiring) {
+            _ = slots.pop()
+            guard let connection = listener.accept() else { break }
+            current.withLock { _ = $0.insert(connection) }
+            do {
+                threads.append(try OSThread(name: "daxfs-frontend") { serveOne(connection); _ = slots.push(true) })
+            } catch {
+                logger.error("cannot start a thread for a frontend: \(error)")
+                current.withLock { _ = $0.remove(connection) }
+                Syscall.close(connection)
+                _ = slots.push(true)
+            }
+        }
+        for thread in threads { thread.join() }
+    }
+
+    /// The ring files of --ring-file and --private-ring-file, or nil.
+    private func makeRingFiles(_ sharedDir: String) throws -> RingFiles? {
+        guard !ringFile.isEmpty || !privateRingFile.isEmpty else { return nil }
+        let rings: RingFiles
+        do { rings = try RingFiles(pipeFD: ringPipeFd) } catch { throw CLIError("cannot set up ring files: \(error)") }
+        for (names, sharing) in [(ringFile, RingFiles.Sharing.shared), (privateRingFile, .perOpen)] {
+            for name in names {
+                guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+                    throw CLIError("ring file \(name) must be a file name in the shared directory (no '/')")
+                }
+                do { try rings.add(path: sharedDir + "/" + name, sharing: sharing) } catch {
+                    throw CLIError("cannot make \(sharedDir)/\(name) a ring file: \(error)")
+                }
+            }
+        }
+        return rings
     }
 }
 
@@ -105,7 +167,7 @@ final class UnixListener: Sendable {
     let fd: Int32
     let path: String
 
-    init(path: String) throws {
+    init(path: String, backlog: Int32 = 1) throws {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -125,7 +187,7 @@ final class UnixListener: Sendable {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard bound == 0, listen(fd, 1) == 0 else {
+        guard bound == 0, listen(fd, backlog) == 0 else {
             let error = Errno(daxfs_errno())
             Glibc.close(fd)
             throw CLIError("cannot listen on socket path \(path): \(error)")

@@ -22,7 +22,7 @@ final class BackendFixture: @unchecked Sendable {
     final class Endings: Sendable { let list = Mutex<[VhostError]>([]) }
     let endings = Endings()
 
-    init(options: FSBackendOptions = FSBackendOptions()) throws {
+    init(options: FSBackendOptions = FSBackendOptions(), ringFiles: RingFiles? = nil) throws {
         var template = Array("/tmp/daxfs-vhost-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw Errno(daxfs_errno()) }
         directory = String(cString: made)
@@ -36,7 +36,7 @@ final class BackendFixture: @unchecked Sendable {
         guard bound == 0, listen(listener, 4) == 0 else { throw Errno(daxfs_errno()) }
         let share = directory + "/share"
         let backend = VhostUserFSBackend(options: options) { () throws(Errno) -> any FileSystem in
-            try PassthroughFS(root: share, options: PassthroughFS.Options())
+            try PassthroughFS(root: share, options: PassthroughFS.Options(ringFiles: ringFiles))
         }
         let listenFD = listener
         let endings = self.endings
