@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that measure their own baseline in the same run.",
-        subcommands: [MountBenchCommand.self, DaxBenchCommand.self]
+        subcommands: [MountBenchCommand.self, DaxBenchCommand.self, MmapBenchCommand.self]
     )
 }
 

@@ -105,7 +105,7 @@ final class RawMappingClient {
     }
 }
 
-private func quietLogger() -> Logger {
+func quietLogger() -> Logger {
     var logger = Logger(label: "daxfs.session")
     logger.logLevel = .warning
     return logger
