@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/fanotify.h>
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -240,4 +241,20 @@ uint64_t daxfs_load_acquire_u64(const volatile void *address) {
 }
 void daxfs_store_release_u64(volatile void *address, uint64_t value) {
     __atomic_store_n((volatile uint64_t *)address, value, __ATOMIC_RELEASE);
+}
+
+int daxfs_fanotify_watch(const char *path, uint64_t mask) {
+    int fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_REPORT_FID | FAN_REPORT_DFID_NAME, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, mask, AT_FDCWD, path) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int daxfs_open_by_handle(int mount_fd, const void *handle, int flags) {
+    return open_by_handle_at(mount_fd, (struct file_handle *)handle, flags);
 }

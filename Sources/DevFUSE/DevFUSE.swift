@@ -24,6 +24,10 @@ public struct MountOptions: Sendable {
     public var passthrough = true
     /// What `mount` and /proc/mounts show as the source.
     public var fsname = "daxfs"
+    /// Microseconds one worker keeps polling /dev/fuse (non-blocking reads)
+    /// after a request before it sleeps: the next request then costs no
+    /// wake-up (45 µs across cores here). 0 = every worker sleeps in read(2).
+    public var pollMicroseconds = 50
     public init() {}
 }
 
@@ -103,7 +107,11 @@ public final class FUSEMount: Sendable {
                 }
             }
             let owned = index == 0 ? nil : SharedDescriptor(adopting: fd)
-            let worker = Worker(fd: fd, owner: owned, session: session, logger: logger, bufferSize: bufferSize)
+            // The last worker polls, on a cloned descriptor of its own (O_NONBLOCK is per open file).
+            let polls = options.pollMicroseconds > 0 && index == count - 1 && index > 0
+            if polls { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+            let worker = Worker(fd: fd, owner: owned, session: session, logger: logger, bufferSize: bufferSize,
+                                pollNanoseconds: polls ? UInt64(options.pollMicroseconds) * 1000 : 0)
             do {
                 workers.append(try OSThread(name: "daxfs-fuse-\(index)") { worker.run() })
             } catch {
@@ -161,8 +169,12 @@ private final class Worker: @unchecked Sendable {
     let request: UnsafeMutableRawBufferPointer
     let reply: ReplyBuffer
 
-    init(fd: Int32, owner: SharedDescriptor?, session: FUSESession, logger: Logger, bufferSize: Int) {
-        self.fd = fd; self.owner = owner; self.session = session; self.logger = logger
+    /// 0: block in read(2). Otherwise the descriptor is non-blocking and the
+    /// worker polls this long after each request before sleeping in poll(2).
+    let pollNanoseconds: UInt64
+
+    init(fd: Int32, owner: SharedDescriptor?, session: FUSESession, logger: Logger, bufferSize: Int, pollNanoseconds: UInt64 = 0) {
+        self.fd = fd; self.owner = owner; self.session = session; self.logger = logger; self.pollNanoseconds = pollNanoseconds
         request = .allocate(byteCount: bufferSize, alignment: HostPage.size)
         reply = ReplyBuffer(capacity: bufferSize)
     }
@@ -170,12 +182,22 @@ private final class Worker: @unchecked Sendable {
     deinit { request.deallocate() }
 
     func run() {
+        var lastRequest = monotonicNanoseconds()
         while true {
             let count: Int
             do {
                 count = try Syscall.read(fd, into: request)
+                if pollNanoseconds > 0 { lastRequest = monotonicNanoseconds() }
             } catch {
                 switch error {
+                case .wouldBlock where pollNanoseconds > 0:
+                    // Nothing queued: keep polling within the budget, then sleep until a request comes.
+                    if monotonicNanoseconds() &- lastRequest > pollNanoseconds {
+                        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                        _ = poll(&descriptor, 1, -1)
+                        lastRequest = monotonicNanoseconds()
+                    }
+                    continue
                 case .noEntry, .wouldBlock:
                     continue  // the request was interrupted before we read it
                 case .noDevice:

@@ -32,6 +32,9 @@ public final class FUSEConnection: Sendable {
         self.backing = backing; self.sink = sink
     }
 
+    /// True when notifications reach the kernel (the /dev/fuse transport).
+    public var canNotify: Bool { sink != nil }
+
     /// Tells the kernel to forget its cached name `name` in `parent`
     /// (FUSE_NOTIFY_INVAL_ENTRY). Do not call while handling a request that
     /// holds the parent directory's lock (e.g. from inside `lookup` of it).

@@ -45,7 +45,11 @@ import Synchronization
 public final class PassthroughFS: FileSystem {
     /// How long the kernel may trust names, attributes and file data.
     public enum CacheMode: Sendable {
-        /// Names, attributes and negative lookups for 1 s; page cache revalidated on open.
+        /// Names, attributes and negative lookups for 1 s — or for an hour
+        /// when the host can be watched (`Options.watchHost`, root, the
+        /// /dev/fuse transport): changes other processes make under the
+        /// shared directory are then pushed to the kernel within milliseconds.
+        /// Page cache revalidated on open.
         case auto
         /// Everything for 86400 s; page and directory caches kept across opens.
         case always
@@ -68,6 +72,10 @@ public final class PassthroughFS: FileSystem {
         public var callerGroupsFromProc: Bool
         /// Files whose mmap gets a region of server memory (FUSE direct mmap); nil = none.
         public var ringFiles: RingFiles?
+        /// With `.auto` caching on /dev/fuse, watch the host filesystem for
+        /// other processes' changes (fanotify; needs CAP_SYS_ADMIN) and cache
+        /// for long. Default true.
+        public var watchHost = true
 
         public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
                     callerGroupsFromProc: Bool = true, ringFiles: RingFiles? = nil) {
@@ -88,10 +96,16 @@ public final class PassthroughFS: FileSystem {
     let nextNodeID = Atomic<UInt64>(2)
     let handles = Locked(HandleTable())
 
-    let entryTimeout: CacheTimeout
-    let attrTimeout: CacheTimeout
-    /// Timeout of negative entries; nil answers ENOENT instead (never cache).
-    let negativeTimeout: CacheTimeout?
+    private let baseEntryTimeout: CacheTimeout
+    private let baseAttrTimeout: CacheTimeout
+    private let baseNegativeTimeout: CacheTimeout?
+    /// The host is watched: cached names and attributes are invalidated when it changes.
+    let watched = Atomic<Bool>(false)
+    let watcher = Locked<HostWatcher?>(nil)
+    static let watchedTimeout = CacheTimeout(seconds: 3600)
+    var entryTimeout: CacheTimeout { watched.load(ordering: .relaxed) ? Self.watchedTimeout : baseEntryTimeout }
+    var attrTimeout: CacheTimeout { watched.load(ordering: .relaxed) ? Self.watchedTimeout : baseAttrTimeout }
+    var negativeTimeout: CacheTimeout? { watched.load(ordering: .relaxed) ? Self.watchedTimeout : baseNegativeTimeout }
 
     let backing = Locked<(any BackingRegistry)?>(nil)
     let passthroughActive = Atomic<Bool>(false)
@@ -119,14 +133,14 @@ public final class PassthroughFS: FileSystem {
 
         switch options.cache {
         case .auto:
-            entryTimeout = CacheTimeout(seconds: 1); attrTimeout = CacheTimeout(seconds: 1)
+            baseEntryTimeout = CacheTimeout(seconds: 1); baseAttrTimeout = CacheTimeout(seconds: 1)
             // As long as positive entries: a name created on the host shows up within the same 1 s.
-            negativeTimeout = CacheTimeout(seconds: 1)
+            baseNegativeTimeout = CacheTimeout(seconds: 1)
         case .always:
-            entryTimeout = CacheTimeout(seconds: 86400); attrTimeout = CacheTimeout(seconds: 86400)
-            negativeTimeout = CacheTimeout(seconds: 86400)
+            baseEntryTimeout = CacheTimeout(seconds: 86400); baseAttrTimeout = CacheTimeout(seconds: 86400)
+            baseNegativeTimeout = CacheTimeout(seconds: 86400)
         case .never:
-            entryTimeout = .zero; attrTimeout = .zero; negativeTimeout = nil
+            baseEntryTimeout = .zero; baseAttrTimeout = .zero; baseNegativeTimeout = nil
         }
     }
 
@@ -161,9 +175,50 @@ public final class PassthroughFS: FileSystem {
         let registry = options.passthrough && connection.capabilities.contains(.passthrough) ? connection.backing : nil
         backing.withLock { $0 = registry }
         passthroughActive.store(registry != nil, ordering: .releasing)
+        if options.cache == .auto && options.watchHost && connection.canNotify { watchHost(connection) }
+    }
+
+    /// Starts the host watcher (see `CacheMode.auto`); without it the 1 s timeouts stay.
+    private func watchHost(_ connection: FUSEConnection) {
+        guard let watcher = HostWatcher(path: "/proc/self/fd/\(root.fd)", mountFD: rootReadFD) else {
+            options.logger?.info("host changes cannot be watched (fanotify needs CAP_SYS_ADMIN): names and attributes are cached for 1 s")
+            return
+        }
+        do throws(Errno) {
+            try watcher.start { [weak self] changes in self?.apply(changes, connection) }
+        } catch {
+            options.logger?.warning("cannot start the host watcher: \(error)")
+            return
+        }
+        self.watcher.withLock { $0 = watcher }
+        watched.store(true, ordering: .relaxed)
+    }
+
+    /// Tells the kernel to drop what other processes changed on the host.
+    private func apply(_ changes: Set<HostChange>, _ connection: FUSEConnection) {
+        for change in changes {
+            switch change {
+            case .entry(let directory, let name):
+                guard let node = nodes.withLock({ $0.byKey[directory] }) else { continue }
+                try? connection.invalidateEntry(parent: NodeID(node), name: name)
+            case .inode(let key):
+                guard let node = nodes.withLock({ $0.byKey[key] }) else { continue }
+                try? connection.invalidateInode(NodeID(node), offset: 0, length: 0)
+            case .unknown:
+                // Lost events: every attribute may be stale.
+                options.logger?.warning("host change events were lost: invalidating every cached attribute")
+                for node in nodes.withLock({ Array($0.slots.keys) }) { try? connection.invalidateInode(NodeID(node), offset: 0, length: 0) }
+            }
+        }
     }
 
     public func destroy() {
+        let stopped = watcher.withLock { current -> HostWatcher? in
+            defer { current = nil }
+            return current
+        }
+        stopped?.stop()
+        watched.store(false, ordering: .relaxed)
         let old = handles.withLock { table in
             defer { table.files.removeAll(); table.directories.removeAll() }
             return table

@@ -23,6 +23,10 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Do not use kernel passthrough; every read and write goes through daxfs (default: passthrough on where the kernel offers it).")
     var noPassthrough = false
     @Flag(help: "Let users other than root use the mount (allow_other; default off).") var allowOther = false
+    @Flag(help: "Do not watch the host filesystem for other processes' changes; --cache auto then trusts names and attributes for 1 s instead of until they change (default: watch, when running as root).")
+    var noHostWatch = false
+    @Option(help: "Microseconds one worker keeps polling for the next request before sleeping; trades CPU for latency (0 = off; default: 50).")
+    var pollUs = 50
     @Flag(help: "Let the kernel check access from the mode bits before asking daxfs (default_permissions; default off).")
     var defaultPermissions = false
 
@@ -42,6 +46,7 @@ struct MountCommand: ParsableCommand {
         fsOptions.passthrough = !noPassthrough
         fsOptions.xattr = !common.noXattr
         fsOptions.logger = logger
+        fsOptions.watchHost = !noHostWatch
         let fileSystem: PassthroughFS
         do {
             fileSystem = try PassthroughFS(root: sharedDir, options: fsOptions)
@@ -55,6 +60,8 @@ struct MountCommand: ParsableCommand {
             options.threads = threads
         }
         options.passthrough = !noPassthrough
+        guard pollUs >= 0 else { throw ValidationError("--poll-us must not be negative") }
+        options.pollMicroseconds = pollUs
         options.allowOther = allowOther
         options.defaultPermissions = defaultPermissions
         options.fsname = "daxfs:" + sharedDir
@@ -78,7 +85,7 @@ struct MountCommand: ParsableCommand {
 
 /// Options every serving command shares.
 struct ServeOptions: ParsableArguments {
-    @Option(help: "Caching: auto (1 s timeouts, data revalidated on open), always (long timeouts, keep page cache; only when nothing else changes the directory), never (no caching; direct I/O).")
+    @Option(help: "Caching: auto (names and attributes until another process changes them on the host — watched with fanotify as root, else for 1 s; data revalidated on open), always (long timeouts, keep page cache; only when nothing else changes the directory), never (no caching; direct I/O).")
     var cache: CacheOption = .auto
     @Flag(help: "Turn extended attributes off: the kernel is told they are unsupported (default: xattrs on).") var noXattr = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")

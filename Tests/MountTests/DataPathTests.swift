@@ -57,6 +57,31 @@ struct DataPathTests {
         }
     }
 
+    /// With --cache auto the kernel keeps names and attributes for long, and
+    /// the server pushes other processes' host changes to it (fanotify →
+    /// FUSE_NOTIFY_INVAL_*): each change shows through well inside the 1 s an
+    /// expiring timeout would take (with --no-host-watch this test fails).
+    @Test(arguments: Mode.allCases)
+    func hostChangesArePushedToTheKernel(mode: Mode) throws {
+        try withMount(mode, arguments: ["--cache=auto"]) { mount in
+            try must("mkdir on host") { mkdir(mount.host("d"), 0o755) }
+            try writeFile(mount.host("d/f"), pattern(100, seed: 90))
+            // Cached now: attributes, the entry, and a negative entry.
+            #expect(fileStat(mount.mnt("d/f"))?.st_size == 100)
+            #expect(fileStat(mount.mnt("d/new")) == nil)
+            try pwriteHost(mount.host("d/f"), pattern(50, seed: 91), at: 100)
+            try writeFile(mount.host("d/new"), [1, 2, 3])
+            #expect(waitUntil(seconds: 0.5) { fileStat(mount.mnt("d/f"))?.st_size == 150 }, "size after a host write")
+            #expect(waitUntil(seconds: 0.5) { fileStat(mount.mnt("d/new"))?.st_size == 3 }, "a name created on the host")
+            try must("chmod on host") { chmod(mount.host("d/f"), 0o600) }
+            #expect(waitUntil(seconds: 0.5) { (fileStat(mount.mnt("d/f"))?.st_mode ?? 0) & 0o777 == 0o600 }, "mode after a host chmod")
+            try must("rename on host") { rename(mount.host("d/new"), mount.host("d/renamed")) }
+            #expect(waitUntil(seconds: 0.5) { fileStat(mount.mnt("d/new")) == nil && fileStat(mount.mnt("d/renamed")) != nil }, "a host rename")
+            try must("unlink on host") { unlink(mount.host("d/renamed")) }
+            #expect(waitUntil(seconds: 0.5) { fileStat(mount.mnt("d/renamed")) == nil }, "a host unlink")
+        }
+    }
+
     /// Threads create, rename, stat and remove files in one directory while
     /// the kernel drops its dentry and inode caches (so daxfs gets FORGETs and
     /// fresh LOOKUPs for the same names); the end state must be exact.

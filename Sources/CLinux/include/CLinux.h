@@ -93,6 +93,28 @@ static const int DAXFS_EFD_NONBLOCK = 04000;
 uint16_t daxfs_load_acquire_u16(const volatile void *address);
 void daxfs_store_release_u16(volatile void *address, uint16_t value);
 void daxfs_fence(void);
+/// Host-change events for cache invalidation (fanotify on the whole
+/// filesystem of `path`, reporting directory handles with names and object
+/// handles). Returns the fanotify descriptor, or -1 with errno (EPERM
+/// without CAP_SYS_ADMIN).
+int daxfs_fanotify_watch(const char *path, uint64_t mask);
+/// open_by_handle_at(mount_fd, handle, flags); `handle` is a struct file_handle.
+int daxfs_open_by_handle(int mount_fd, const void *handle, int flags);
+static const uint64_t DAXFS_FAN_MODIFY = 0x2;
+static const uint64_t DAXFS_FAN_ATTRIB = 0x4;
+static const uint64_t DAXFS_FAN_CLOSE_WRITE = 0x8;
+static const uint64_t DAXFS_FAN_MOVED_FROM = 0x40;
+static const uint64_t DAXFS_FAN_MOVED_TO = 0x80;
+static const uint64_t DAXFS_FAN_CREATE = 0x100;
+static const uint64_t DAXFS_FAN_DELETE = 0x200;
+static const uint64_t DAXFS_FAN_DELETE_SELF = 0x400;
+static const uint64_t DAXFS_FAN_MOVE_SELF = 0x800;
+static const uint64_t DAXFS_FAN_Q_OVERFLOW = 0x4000;
+static const uint64_t DAXFS_FAN_ONDIR = 0x40000000;
+static const int DAXFS_FAN_EVENT_INFO_TYPE_FID = 1;
+static const int DAXFS_FAN_EVENT_INFO_TYPE_DFID_NAME = 2;
+static const int DAXFS_FAN_EVENT_INFO_TYPE_DFID = 3;
+
 /// Counters shared with another process (direct mmap rings).
 uint64_t daxfs_load_acquire_u64(const volatile void *address);
 void daxfs_store_release_u64(volatile void *address, uint64_t value);
