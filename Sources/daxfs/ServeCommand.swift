@@ -76,6 +76,8 @@ struct ServeCommand: ParsableCommand {
         fsOptions.passthrough = false
         // Guest pids mean nothing on the host; the guest checks permissions itself.
         fsOptions.callerGroupsFromProc = false
+        // A guest cannot be told about host changes (no notification queue): short timeouts.
+        fsOptions.watchHost = false
         fsOptions.logger = logger
         fsOptions.ringFiles = rings
         let root = sharedDir
