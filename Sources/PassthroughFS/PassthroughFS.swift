@@ -153,7 +153,7 @@ public final class PassthroughFS: FileSystem {
         // No writebackCache: Linux refuses it together with passthrough, and it
         // would make the kernel, not the host file, the owner of recent writes.
         var flags: InitFlags = [.asyncRead, .posixLocks, .flockLocks, .atomicOTrunc, .bigWrites,
-                                .parallelDirops, .asyncDIO, .maxPages,
+                                .doReaddirplus, .readdirplusAuto, .parallelDirops, .asyncDIO, .maxPages,
                                 .cacheSymlinks, .setxattrExt,
                                 // The caller's umask arrives with each create and is applied by
                                 // the host (so default ACLs win over it, as locally).
@@ -167,21 +167,7 @@ public final class PassthroughFS: FileSystem {
                                 .directIOAllowMmap]
         if options.cache != .always { flags.insert(.autoInvalData) }
         if options.passthrough { flags.insert(.passthrough) }
-        if !longLivedCache { flags.formUnion([.doReaddirplus, .readdirplusAuto]) }
         return flags
-    }
-
-    /// Names and attributes stay cached for long (`always`, or `auto` with the
-    /// host watched). Then plain READDIR serves directories better than
-    /// READDIRPLUS, measured on a 10,000-entry directory: a cold listing takes
-    /// 7 ms instead of 160–180 ms (the kernel builds an inode per entry), a
-    /// cold `ls -l` pays one LOOKUP per name once and nothing afterwards, and
-    /// new inodes skip the revalidation the kernel's READDIRPLUS_AUTO forces
-    /// on their first stat (0.5 µs each: stat of fresh files 0.73× native
-    /// with it, ≥ 0.93× without). With 1 s timeouts READDIRPLUS_AUTO stays:
-    /// repeated `ls -l` then saves a LOOKUP per name and second.
-    private var longLivedCache: Bool {
-        options.cache == .always || (options.cache == .auto && options.watchHost && geteuid() == 0)
     }
 
     public func initialize(connection: FUSEConnection) throws(Errno) {
