@@ -188,6 +188,21 @@ struct DirectMmapTests {
         #expect(dax.kind == .dax && Array(dax.bytes) == pattern(8192))
         try dax.unmap()
         try ring.close()
+        // A server that does not announce it (no mmap window on its side): DAX.
+        let fs = try PassthroughFS(root: rig.dir.path, options: PassthroughFS.Options(passthrough: false, logger: quietLogger, ringFiles: rig.rings))
+        let daxWindow = try LocalWindow(size: 1 << 20), clientMmapWindow = try LocalWindow(size: 1 << 20)
+        var options = DaxClient.Options()
+        options.rangeSize = 64 << 10
+        options.windowSize = 1 << 20
+        let unaware = try DaxClient(channel: EmbeddedChannel(session: FUSESession(fileSystem: fs, logger: quietLogger, window: daxWindow)),
+                                    window: daxWindow, mmapWindow: clientMmapWindow, options: options)
+        #expect(!unaware.usesDirectMmap)
+        let unawareRing = try unaware.open("shared")
+        let unawareMapping = try unawareRing.mmap(length: 4096)
+        #expect(unawareMapping.kind == .copy, "\(unawareMapping.kind)")  // an empty file: no DAX range either
+        #expect(rig.rings.mappedRegions == 0)
+        try unawareMapping.unmap()
+        try unawareRing.close()
         // A file the server has no region for: DAX too.
         let client = try rig.client()
         let plain = try client.open("plain", flags: O_RDWR)
