@@ -82,7 +82,7 @@ final class HostWatcher: @unchecked Sendable {
             let mask = events.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
             let eventFD = events.loadUnaligned(fromByteOffset: offset + 16, as: Int32.self)
             let pid = events.loadUnaligned(fromByteOffset: offset + 20, as: Int32.self)
-            guard eventLength >= 24, metadataLength >= 24, offset + eventLength <= events.count else { break }
+            guard eventLength >= 24, metadataLength >= 24, metadataLength <= eventLength, offset + eventLength <= events.count else { break }
             if eventFD >= 0 { Glibc.close(eventFD) }
             if mask & DAXFS_FAN_Q_OVERFLOW != 0 { changes.insert(.unknown) }
             if pid != ownPid {
@@ -140,5 +140,17 @@ final class HostWatcher: @unchecked Sendable {
         let key = InodeKey(st)
         resolved[handle] = key
         return key
+    }
+}
+
+/// Test access to the event parser (a fanotify group is made on `path`).
+@_spi(Testing) public enum HostWatchParser {
+    /// The number of changes each buffer decodes to; nil when fanotify is unavailable.
+    public static func changes(in buffers: [[UInt8]], watching path: String) -> [Int]? {
+        let fd = open(path, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        guard let watcher = HostWatcher(path: path, mountFD: fd) else { return nil }
+        return buffers.map { events in events.withUnsafeBytes { watcher.parse($0).count } }
     }
 }
