@@ -23,8 +23,8 @@ struct DaxBenchCommand: ParsableCommand {
           window N %         random reads with the window at 25, 50 and 100 % of the
                              file, in mode auto (the default: small misses under
                              pressure go to FUSE_READ) and mode always (Linux's
-                             policy: every miss maps, evicting the least recently
-                             used range); warmed with random reads first
+                             policy: every miss maps, evicting a range not used
+                             recently, by CLOCK); warmed with random reads first
 
         The page cache: the data file is dropped from the cache and read back through \
         a 2 MiB-aligned, huge-page-advised (MADV_HUGEPAGE) mapping, as the window's \
