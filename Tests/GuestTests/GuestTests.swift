@@ -137,12 +137,18 @@ struct GuestTests {
             while process.isRunning && Date() < grace { usleep(100_000) }
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
-            let output = (try? String(contentsOf: logURL, encoding: .utf8)) ?? ""
+            let output = readLog(logURL)
             throw GuestError("run-guest.sh did not finish in \(Int(scriptTimeout)) s:\n\(output.suffix(6000))")
         }
         process.waitUntilExit()
-        let output = (try? String(contentsOf: logURL, encoding: .utf8)) ?? ""
-        return Run(status: process.terminationStatus, output: output)
+        return Run(status: process.terminationStatus, output: readLog(logURL))
+    }
+
+    /// The script's log, decoded leniently: a stray byte from the guest console
+    /// must not turn the whole log into nothing (it once did: every check
+    /// "missing" although the script passed them all).
+    static func readLog(_ url: URL) -> String {
+        String(decoding: (try? Data(contentsOf: url)) ?? Data(), as: UTF8.self)
     }
 
     struct CheckResult { var passed: Bool; var detail: String }
