@@ -203,7 +203,8 @@ final class DaxfsMount {
     }
 
     /// daxfs's output so far.
-    var output: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    /// Decoded leniently: one stray byte must not hide the whole log.
+    var output: String { String(decoding: FileManager.default.contents(atPath: logPath) ?? Data(), as: UTF8.self) }
 
     /// Path of `name` inside the mount, and of the same file on the host.
     func mnt(_ name: String) -> String { mountpoint + "/" + name }
