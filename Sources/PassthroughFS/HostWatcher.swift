@@ -80,10 +80,11 @@ final class HostWatcher: @unchecked Sendable {
             let eventLength = Int(events.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
             let metadataLength = Int(events.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self))
             let mask = events.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
-            let eventFD = events.loadUnaligned(fromByteOffset: offset + 16, as: Int32.self)
             let pid = events.loadUnaligned(fromByteOffset: offset + 20, as: Int32.self)
             guard eventLength >= 24, metadataLength >= 24, metadataLength <= eventLength, offset + eventLength <= events.count else { break }
-            if eventFD >= 0 { Glibc.close(eventFD) }
+            // No descriptor to close: a FAN_REPORT_FID group gets FAN_NOFD in
+            // every event, and closing whatever number a buffer holds would
+            // close some other descriptor of this process.
             if mask & DAXFS_FAN_Q_OVERFLOW != 0 { changes.insert(.unknown) }
             if pid != ownPid {
                 record(UnsafeRawBufferPointer(rebasing: events[offset + metadataLength ..< offset + eventLength]), mask: mask, into: &changes)

@@ -25,6 +25,15 @@ import Testing
         event[24] = 1; event[26] = 24  // FID record of 24 bytes
         event[36] = 0xF0  // handle_bytes 240
         #expect(HostWatchParser.changes(in: [tooLong, metadataTooLong, event], watching: directory) == [0, 0, 0])
+        // An event whose fd field names one of this process's descriptors: the
+        // parser must leave it alone (it once closed it, and other tests' logs vanished).
+        let mine = open("/dev/null", O_RDONLY)
+        defer { close(mine) }
+        var naming = [UInt8](repeating: 0, count: 24)
+        naming[0] = 24; naming[6] = 24
+        withUnsafeBytes(of: mine.littleEndian) { for (i, byte) in $0.enumerated() { naming[16 + i] = byte } }
+        _ = HostWatchParser.changes(in: [naming], watching: directory)
+        #expect(fcntl(mine, F_GETFD) != -1, "the parser closed descriptor \(mine)")
         var random = SystemRandomNumberGenerator()
         let garbage = (0 ..< 20_000).map { _ in
             (0 ..< Int.random(in: 0 ... 300, using: &random)).map { _ in UInt8.random(in: 0 ... 255, using: &random) }
