@@ -108,23 +108,16 @@ public final class RingFiles: Sendable {
         guard !overflow, end <= regionSize else { throw .invalidArgument }
         let made: (SharedRegion, Bool)? = try state.withLock { s throws(Errno) -> (SharedRegion, Bool)? in
             guard let device = s.devices[key] else { return nil }
-            switch device.sharing {
-            case .shared:
-                if let region = s.shared[key] { return (region, false) }
-                let region = try space.makeRegion(size: regionSize)
-                s.shared[key] = region
-                s.live[region.id] = Live(region: region, label: "\(device.name): region \(region.id) (shared)")
-                writeStatus(region, label: s.live[region.id]!.label, tick: s.ticks)
-                return (region, false)
-            case .perOpen:
-                let privateKey = PrivateKey(file: key, handle: handle)
-                if let region = s.privates[privateKey] { return (region, true) }
-                let region = try space.makeRegion(size: regionSize)
-                s.privates[privateKey] = region
-                s.live[region.id] = Live(region: region, label: "\(device.name): region \(region.id) (private)")
-                writeStatus(region, label: s.live[region.id]!.label, tick: s.ticks)
-                return (region, true)
-            }
+            let shared = device.sharing == .shared
+            let privateKey = PrivateKey(file: key, handle: handle)
+            if let region = shared ? s.shared[key] : s.privates[privateKey] { return (region, !shared) }
+            let region = try space.makeRegion(size: regionSize)
+            if shared { s.shared[key] = region } else { s.privates[privateKey] = region }
+            let label = "\(device.name): region \(region.id) (\(shared ? "shared" : "private"))"
+            s.live[region.id] = Live(region: region, label: label)
+            writeStatus(region, label: label, tick: s.ticks)
+            // Private regions are for the opener alone: not inherited by its children.
+            return (region, !shared)
         }
         guard let (region, dontCopy) = made else { throw .notImplemented }
         return DirectMmapGrant(region: region, regionOffset: request.offset, dontCopy: dontCopy)

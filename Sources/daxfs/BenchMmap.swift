@@ -139,17 +139,7 @@ struct MmapBenchCommand: ParsableCommand {
         let executable = try canonicalPath("/proc/self/exe")
         let arguments = ["daxfs", "serve", "--socket-path", socket, "--shared-dir", shared, "--private-ring-file", "bench",
                          "--mmap-window-mib", "64", "--ring-pipe-fd", "3", "--log-level", "warning"]
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 2, 1)
-        posix_spawn_file_actions_adddup2(&actions, pipeWriteEnd, 3)
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid = pid_t()
-        try attempt("cannot start \(executable) serve") { try Syscall.direct { posix_spawn(&pid, executable, &actions, nil, argv, environ) } }
+        let pid = try spawnLogged(executable, arguments, logPath: log, descriptors: [(pipeWriteEnd, 3)])
         note("started daxfs serve (pid \(pid)) with a private ring file")
         return pid
     }

@@ -23,25 +23,8 @@ final class BenchMountProcess {
         self.logPath = logPath
         let arguments = ["daxfs", "mount", shared, mountpoint] + extraArguments
         note("starting \(label) mount: \(executable) \(arguments.dropFirst().joined(separator: " "))")
-        pid = try Self.spawn(executable, arguments, logPath: logPath)
+        pid = try spawnLogged(executable, arguments, logPath: logPath)
         try waitUntilMounted()
-    }
-
-    /// The corresponding C function is `posix_spawn`.
-    private static func spawn(_ executable: String, _ arguments: [String], logPath: String) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 2, 1)
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid = pid_t()
-        try attempt("cannot start \(executable)") {
-            try Syscall.direct { posix_spawn(&pid, executable, &actions, nil, argv, environ) }
-        }
-        return pid
     }
 
     private func waitUntilMounted() throws {

@@ -221,3 +221,24 @@ private func removeTree(_ path: String, device: dev_t) -> [String] {
     if rmdir(path) != 0 && left.isEmpty { left.append(path) }
     return left
 }
+
+/// Starts `executable` with `arguments` (argv[0] included), standard input
+/// from /dev/null, standard output and error to `logPath`, and each
+/// `descriptors` pair's first descriptor as its second in the child. The
+/// corresponding C function is `posix_spawn`.
+func spawnLogged(_ executable: String, _ arguments: [String], logPath: String, descriptors: [(Int32, Int32)] = []) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 2, 1)
+    for (from, to) in descriptors { posix_spawn_file_actions_adddup2(&actions, from, to) }
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid = pid_t()
+    try attempt("cannot start \(executable)") {
+        try Syscall.direct { posix_spawn(&pid, executable, &actions, nil, argv, environ) }
+    }
+    return pid
+}
