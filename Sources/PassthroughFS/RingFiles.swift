@@ -183,8 +183,10 @@ public final class RingFiles: Sendable {
                 var produced = start
                 if daxfs_load_acquire_u64(base + RingLayout.mode) == 1, let pipeFD {
                     // The baseline: the same messages through a pipe, 64 per write.
-                    while produced < wanted {
-                        let count = Int(min(64, wanted - produced))
+                    // At most 65,536 messages per pass, whatever the client asked for.
+                    let stop = min(wanted, start + 65_536)
+                    while produced < stop {
+                        let count = Int(min(64, stop - produced))
                         batch.withUnsafeMutableBytes { raw in
                             for i in 0 ..< count { RingLayout.fill(raw.baseAddress! + i * RingLayout.messageSize, sequence: produced + UInt64(i)) }
                         }
@@ -200,7 +202,9 @@ public final class RingFiles: Sendable {
                     }
                 } else {
                     // Into the ring, as far as the consumer has made room.
-                    let consumed = daxfs_load_acquire_u64(base + RingLayout.consumed)
+                    // The client writes these counters: a client cannot have read more
+                    // than was written (and a huge claim must not overflow).
+                    let consumed = min(daxfs_load_acquire_u64(base + RingLayout.consumed), start)
                     let limit = min(wanted, consumed + capacity)
                     while produced < limit {
                         RingLayout.fill(base + RingLayout.slots + Int(produced % capacity) * RingLayout.messageSize, sequence: produced)

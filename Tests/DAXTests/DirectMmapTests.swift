@@ -138,6 +138,30 @@ struct DirectMmapTests {
         return (status >> 8) & 0xff == 0
     }
 
+    /// The ring counters live in memory the client writes: absurd values must
+    /// not crash the server's producer (consumed + capacity once overflowed)
+    /// or stop it serving. A client that claims to have read everything is
+    /// treated as a fast reader: the producer keeps going, inside the ring.
+    @Test func hostileRingCountersAreBounded() throws {
+        let rig = try Rig()
+        let client = try rig.client()
+        let file = try client.open("private", flags: O_RDWR)
+        let mapping = try file.mmap(length: Int(Self.regionSize), writable: true)
+        let base = mapping.pointer
+        base.storeBytes(of: UInt64.max, toByteOffset: RingLayout.consumed, as: UInt64.self)
+        base.storeBytes(of: UInt64.max, toByteOffset: RingLayout.requested, as: UInt64.self)
+        try rig.rings.start(tickInterval: 0.01)
+        let capacity = RingLayout.capacity(regionSize: Self.regionSize)
+        usleep(100_000)
+        let produced = base.load(fromByteOffset: RingLayout.produced, as: UInt64.self)
+        #expect(produced >= capacity, "produced \(produced)")
+        // The slots wrapped many times; the status line before them is intact.
+        #expect(String(decoding: UnsafeRawBufferPointer(start: base, count: 64).prefix { $0 != 0 }, as: UTF8.self).contains("tick"))
+        rig.rings.stop()
+        try mapping.unmap()
+        try file.close()
+    }
+
     @Test func badRequestsAreRejected() throws {
         let rig = try Rig()
         let client = try rig.client()
