@@ -258,3 +258,17 @@ int daxfs_fanotify_watch(const char *path, uint64_t mask) {
 int daxfs_open_by_handle(int mount_fd, const void *handle, int flags) {
     return open_by_handle_at(mount_fd, (struct file_handle *)handle, flags);
 }
+
+int daxfs_open_by_handle_privileged(int mount_fd, const void *handle, int flags) {
+    unsigned int uid = daxfs_current_uid;
+    if (uid != 0) setfsuid(0);
+    int fd = open_by_handle_at(mount_fd, (struct file_handle *)handle, flags);
+    int saved = errno;
+    if (uid != 0) setfsuid(uid);
+    errno = saved;
+    return fd;
+}
+
+int daxfs_handle_of(int fd, void *handle, int *mount_id) {
+    return name_to_handle_at(fd, "", (struct file_handle *)handle, mount_id, AT_EMPTY_PATH);
+}

@@ -45,7 +45,7 @@ extension PassthroughFS {
         try become(ctx)
         let inode = try inode(node)
         guard inode.isDirectory else { throw .notDirectory }
-        let fd = try Syscall.openat(inode.fd, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY)
+        let fd = try inode.withFD { pathFD throws(Errno) in try Syscall.openat(pathFD, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY) }
         let directory = OpenDirectory(fd: fd, inode: inode)
         let handle = handles.withLock { table in
             let handle = table.allocate()

@@ -57,7 +57,7 @@ extension PassthroughFS {
         let inode = try inode(node)
         // Reopening a symlink through /proc would open the symlink inode itself.
         if inode.isSymlink { throw .loop }
-        let fd = try reopen(inode.fd, flags: Self.reopenFlags(flags))
+        let fd = try reopen(inode, flags: Self.reopenFlags(flags))
         if killSuidgid && inode.isRegular {
             do { try killSetID(inode, fd: fd, as: ctx) } catch {
                 Syscall.close(fd)
@@ -72,8 +72,10 @@ extension PassthroughFS {
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
         let openFlags = (Int32(bitPattern: flags) | O_CREAT | DAXFS_O_NOFOLLOW) & ~Self.droppedCreateFlags
-        let fd = try name.withCString { name throws(Errno) in
-            try Syscall.openat(directory.fd, name, flags: openFlags, mode: mode & 0o7777)
+        let fd = try directory.withFD { directoryFD throws(Errno) in
+            try name.withCString { name throws(Errno) in
+                try Syscall.openat(directoryFD, name, flags: openFlags, mode: mode & 0o7777)
+            }
         }
         return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: killSuidgid)
     }
@@ -84,7 +86,9 @@ extension PassthroughFS {
         prepareToCreate(umask: umask)
         // O_TMPFILE refuses O_CREAT; "." relative to the O_PATH parent names the directory.
         let openFlags = (Int32(bitPattern: flags) | DAXFS_O_TMPFILE) & ~(O_CREAT | DAXFS_O_NOFOLLOW | Self.droppedCreateFlags)
-        let fd = try Syscall.openat(directory.fd, ".", flags: openFlags, mode: mode & 0o7777)
+        let fd = try directory.withFD { directoryFD throws(Errno) in
+            try Syscall.openat(directoryFD, ".", flags: openFlags, mode: mode & 0o7777)
+        }
         return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: false)
     }
 

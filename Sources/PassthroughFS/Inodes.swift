@@ -4,26 +4,33 @@ import Glibc
 import HostSystem
 import Synchronization
 
-/// A host inode the kernel knows: its `O_PATH|O_NOFOLLOW` descriptor, closed
-/// when the last holder (table, open handle, running request) lets go — so a
-/// request that found the node can use `fd` even if `forget` races with it.
+/// A host inode the kernel knows: its `O_PATH|O_NOFOLLOW` descriptor (see
+/// `withFD`), closed when the last holder (table, open handle, running
+/// request) lets go — so a request that found the node can use it even if
+/// `forget` races with it — or earlier for room (`NodeDescriptors`).
 final class Inode: Sendable {
     let id: NodeID
-    let fd: Int32
     let key: InodeKey
     /// `S_IFMT` bits; an inode never changes type.
     let type: UInt32
     /// Open files, passthrough backing and lock owners of this inode.
     let state = Locked(InodeState())
 
-    init(id: NodeID, fd: Int32, stat st: stat) {
+    let slot: Mutex<DescriptorSlot>
+    let descriptors: NodeDescriptors
+
+    /// Adopts `fd`; `pinned` keeps it open for the node's life (the root).
+    init(id: NodeID, fd: Int32, stat st: stat, descriptors: NodeDescriptors, pinned: Bool = false) {
         self.id = id
-        self.fd = fd
         key = InodeKey(st)
         type = UInt32(st.st_mode) & FileMode.typeMask
+        slot = Mutex(descriptors.slot(for: fd, pinned: pinned))
+        self.descriptors = descriptors
     }
 
-    deinit { Syscall.close(fd) }
+    deinit {
+        if slot.withLock({ $0.counted && $0.descriptor != nil && !$0.pinned }) { descriptors.released() }
+    }
 
     var isSymlink: Bool { type == FileMode.symlink }
     var isDirectory: Bool { type == FileMode.directory }
@@ -31,7 +38,8 @@ final class Inode: Sendable {
 }
 
 /// Identity of a host inode. Unique while we hold a descriptor of it: an open
-/// inode cannot be freed, so its number cannot be reused.
+/// inode cannot be freed, so its number cannot be reused. A node whose
+/// descriptor was closed for room is checked by reopening it (`isLive`).
 struct InodeKey: Hashable, Sendable {
     var device: UInt64
     var inode: UInt64
@@ -74,45 +82,73 @@ struct NodeTable {
         byKey[inode.key] = inode.id.rawValue
     }
 
-    /// Adds one lookup to the node of `key`, if known.
-    mutating func reference(_ key: InodeKey) -> Inode? {
-        guard let id = byKey[key], let slot = slots[id] else { return nil }
+    /// Adds one lookup to the node of `key` if its descriptor is open (so
+    /// the key surely still names its inode).
+    mutating func referenceOpen(_ key: InodeKey) -> Inode? {
+        guard let id = byKey[key], let slot = slots[id], slot.inode.isOpen else { return nil }
         slots[id]?.count += 1
         return slot.inode
     }
 }
 
 extension PassthroughFS {
+    /// Takes one lookup on the node of `key`, if there is one and it still is
+    /// that inode. A node whose descriptor was closed for room is reopened by
+    /// handle first; if its inode is gone, the key is freed for a new node.
+    func referenceKnown(_ key: InodeKey) -> Inode? {
+        let closed: Inode? = nodes.withLock { table in
+            guard let id = table.byKey[key], let slot = table.slots[id], !slot.inode.isOpen else { return nil }
+            return slot.inode
+        }
+        guard let closed else { return nodes.withLock { $0.referenceOpen(key) } }
+        do { _ = try closed.descriptor() } catch {
+            nodes.withLock { table in
+                if table.byKey[key] == closed.id.rawValue { table.byKey[key] = nil }
+            }
+            return nil
+        }
+        return nodes.withLock { $0.referenceOpen(key) }
+    }
+
     /// Looks `name` up in `parent` and takes one lookup reference on the result.
     /// Known inodes cost one `fstatat`; new ones an `openat` and `fstat` more.
     func lookupReference(parent: Inode, name: UnsafePointer<CChar>) throws(Errno) -> (Inode, stat) {
-        let st = try Syscall.fstatat(parent.fd, name, flags: DAXFS_AT_SYMLINK_NOFOLLOW)
-        if let known = nodes.withLock({ $0.reference(InodeKey(st)) }) { return (known, st) }
-        let fd = try Syscall.openat(parent.fd, name, flags: DAXFS_O_PATH | DAXFS_O_NOFOLLOW)
-        // The name may have changed since the fstatat: trust only the descriptor.
-        let opened: stat
-        do { opened = try Syscall.fstat(fd) } catch {
-            Syscall.close(fd)
-            throw error
+        try parent.withFD { parentFD throws(Errno) in
+            let st = try Syscall.fstatat(parentFD, name, flags: DAXFS_AT_SYMLINK_NOFOLLOW)
+            if let known = referenceKnown(InodeKey(st)) { return (known, st) }
+            let fd = try Syscall.openat(parentFD, name, flags: DAXFS_O_PATH | DAXFS_O_NOFOLLOW)
+            // The name may have changed since the fstatat: trust only the descriptor.
+            let opened: stat
+            do throws(Errno) { opened = try Syscall.fstat(fd) } catch {
+                Syscall.close(fd)
+                throw error
+            }
+            return (adopt(fd: fd, stat: opened), opened)
         }
-        return (adopt(fd: fd, stat: opened), opened)
     }
 
     /// Takes one reference on the inode behind `fd` (an `O_PATH` descriptor we
     /// own): the known node of the same inode (closing `fd`), or a new node.
     func adopt(fd: Int32, stat st: stat) -> Inode {
-        let candidate = Inode(id: NodeID(nextNodeID.wrappingAdd(1, ordering: .relaxed).oldValue), fd: fd, stat: st)
+        if let known = referenceKnown(InodeKey(st)) {
+            Syscall.close(fd)
+            return known
+        }
+        let candidate = Inode(id: NodeID(nextNodeID.wrappingAdd(1, ordering: .relaxed).oldValue), fd: fd, stat: st,
+                              descriptors: descriptors)
         // A losing candidate is released (and its fd closed) after the lock.
-        return nodes.withLock { table in
-            if let known = table.reference(candidate.key) { return known }
+        let chosen = nodes.withLock { table in
+            if let known = table.referenceOpen(candidate.key) { return known }
             table.insert(candidate, count: 1)
             return candidate
         }
+        if chosen === candidate { descriptors.admit(candidate) }
+        return chosen
     }
 
     /// Takes one reference on the inode behind `fd` (any open descriptor), reopening it `O_PATH` only when it is new.
     func adoptOpened(fd: Int32, stat st: stat) throws(Errno) -> Inode {
-        if let known = nodes.withLock({ $0.reference(InodeKey(st)) }) { return known }
+        if let known = referenceKnown(InodeKey(st)) { return known }
         let pathFD = try reopen(fd, flags: DAXFS_O_PATH)
         return adopt(fd: pathFD, stat: st)
     }
@@ -124,7 +160,7 @@ extension PassthroughFS {
                 table.slots[inode.id.rawValue]?.count += 1
                 return inode
             }
-            if let known = table.reference(inode.key) { return known }
+            if let known = table.referenceOpen(inode.key) { return known }
             table.insert(inode, count: 1)
             return inode
         }
@@ -162,6 +198,17 @@ extension PassthroughFS {
     @_spi(Testing) public func lookupCount(_ node: NodeID) -> UInt64? {
         nodes.withLock { $0.slots[node.rawValue]?.count }
     }
+
+    /// Nodes whose host descriptor is open now, the pinned ones (the root) excluded.
+    @_spi(Testing) public var openNodeDescriptors: Int { descriptors.openCount }
+
+    /// Whether `node` holds its host descriptor open now; nil when it is not in the table.
+    @_spi(Testing) public func holdsDescriptor(_ node: NodeID) -> Bool? {
+        nodes.withLock { $0.slots[node.rawValue]?.inode }?.isOpen
+    }
+
+    /// Nodes can close their descriptors and reopen them by file handle here.
+    @_spi(Testing) public var reopensByHandle: Bool { descriptors.handlesEnabled }
 
     /// Number of nodes in the table, the root included.
     @_spi(Testing) public var nodeCount: Int { nodes.withLock { $0.slots.count } }

@@ -104,7 +104,7 @@ extension PassthroughFS {
             var lastError = Errno.permissionDenied
             for mode in [O_RDWR, O_RDONLY, O_WRONLY] {
                 do throws(Errno) {
-                    fd = try reopen(inode.fd, flags: mode)
+                    fd = try reopen(inode, flags: mode)
                     break
                 } catch {
                     lastError = error

@@ -23,7 +23,7 @@ extension PassthroughFS {
         }
         let fd: Int32
         do {
-            fd = try reopen(inode.fd, flags: writable ? O_RDWR : O_RDONLY)
+            fd = try reopen(inode, flags: writable ? O_RDWR : O_RDONLY)
         } catch {
             // A writable mapping of a file that cannot be written is refused as such.
             if writable && (error == .readOnlyFileSystem || error == .notPermitted || error == .permissionDenied) {

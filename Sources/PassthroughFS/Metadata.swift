@@ -11,7 +11,7 @@ extension PassthroughFS {
         let inode = try inode(node)
         let file = handle.flatMap { handle in handles.withLock { $0.files[handle.rawValue] } }
         // fstat works on O_PATH descriptors and never follows a symlink.
-        let st = try Syscall.fstat(file?.fd ?? inode.fd)
+        let st = try attributes(inode, file: file)
         return AttrReply(attr: Attr(st), timeout: attrTimeout)
     }
 
@@ -26,14 +26,16 @@ extension PassthroughFS {
             } else if inode.isSymlink {
                 throw .notSupported // Linux cannot chmod a symlink
             } else {
-                try withProcName(inode.fd) { name throws(Errno) in
+                try withProcName(inode) { name throws(Errno) in
                     try Syscall.fchmodat(procSelfFD, name, mode: mode & 0o7777, flags: 0)
                 }
             }
         }
         if request.uid != nil || request.gid != nil {
-            try Syscall.fchownat(inode.fd, "", uid: request.uid, gid: request.gid,
-                                 flags: DAXFS_AT_EMPTY_PATH | DAXFS_AT_SYMLINK_NOFOLLOW)
+            try inode.withFD { fd throws(Errno) in
+                try Syscall.fchownat(fd, "", uid: request.uid, gid: request.gid,
+                                     flags: DAXFS_AT_EMPTY_PATH | DAXFS_AT_SYMLINK_NOFOLLOW)
+            }
         }
         if let size = request.size {
             guard size <= UInt64(Int64.max) else { throw .invalidArgument }
@@ -42,7 +44,7 @@ extension PassthroughFS {
             } else {
                 if inode.isDirectory { throw .isDirectory }
                 if !inode.isRegular { throw .invalidArgument }
-                let fd = FileDescriptor(adopting: try reopen(inode.fd, flags: O_WRONLY))
+                let fd = FileDescriptor(adopting: try reopen(inode, flags: O_WRONLY))
                 try Syscall.ftruncate(fd.rawValue, size: Int64(size))
             }
         }
@@ -54,11 +56,13 @@ extension PassthroughFS {
             if let file {
                 try Syscall.futimens(file.fd, times)
             } else {
-                try Syscall.utimensat(inode.fd, "", times, flags: DAXFS_AT_EMPTY_PATH | DAXFS_AT_SYMLINK_NOFOLLOW)
+                try inode.withFD { fd throws(Errno) in
+                    try Syscall.utimensat(fd, "", times, flags: DAXFS_AT_EMPTY_PATH | DAXFS_AT_SYMLINK_NOFOLLOW)
+                }
             }
         }
         // ctime cannot be set on Linux; every change above updated it anyway.
-        let st = try Syscall.fstat(inode.fd)
+        let st = try attributes(inode)
         return AttrReply(attr: Attr(st), timeout: attrTimeout)
     }
 
@@ -69,7 +73,7 @@ extension PassthroughFS {
         // One byte more than PATH_MAX tells a full buffer from a complete target.
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(PATH_MAX) + 1, alignment: 1)
         defer { buffer.deallocate() }
-        let count = try Syscall.readlinkat(inode.fd, "", into: buffer)
+        let count = try inode.withFD { fd throws(Errno) in try Syscall.readlinkat(fd, "", into: buffer) }
         guard count < buffer.count else { throw .nameTooLong }
         return Array(buffer[..<count])
     }
@@ -78,7 +82,9 @@ extension PassthroughFS {
         try become(ctx)
         let directory = try inode(parent)
         return try name.withCString { name throws(Errno) in
-            try target.withCString { target throws(Errno) in try Syscall.symlinkat(target, directory.fd, name) }
+            try directory.withFD { directoryFD throws(Errno) in
+                try target.withCString { target throws(Errno) in try Syscall.symlinkat(target, directoryFD, name) }
+            }
             let (inode, st) = try lookupReference(parent: directory, name: name)
             return entry(inode, st)
         }
@@ -89,7 +95,9 @@ extension PassthroughFS {
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
         return try name.withCString { name throws(Errno) in
-            try Syscall.mknodat(directory.fd, name, mode: mode, device: DeviceNumber.decode(rdev))
+            try directory.withFD { directoryFD throws(Errno) in
+                try Syscall.mknodat(directoryFD, name, mode: mode, device: DeviceNumber.decode(rdev))
+            }
             let (inode, st) = try lookupReference(parent: directory, name: name)
             return entry(inode, st)
         }
@@ -100,7 +108,7 @@ extension PassthroughFS {
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
         return try name.withCString { name throws(Errno) in
-            try Syscall.mkdirat(directory.fd, name, mode: mode & 0o7777)
+            try directory.withFD { directoryFD throws(Errno) in try Syscall.mkdirat(directoryFD, name, mode: mode & 0o7777) }
             let (inode, st) = try lookupReference(parent: directory, name: name)
             return entry(inode, st)
         }
@@ -109,13 +117,17 @@ extension PassthroughFS {
     public func unlink(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
         try become(ctx)
         let directory = try inode(parent)
-        try name.withCString { name throws(Errno) in try Syscall.unlinkat(directory.fd, name, flags: 0) }
+        try directory.withFD { directoryFD throws(Errno) in
+            try name.withCString { name throws(Errno) in try Syscall.unlinkat(directoryFD, name, flags: 0) }
+        }
     }
 
     public func rmdir(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
         try become(ctx)
         let directory = try inode(parent)
-        try name.withCString { name throws(Errno) in try Syscall.unlinkat(directory.fd, name, flags: DAXFS_AT_REMOVEDIR) }
+        try directory.withFD { directoryFD throws(Errno) in
+            try name.withCString { name throws(Errno) in try Syscall.unlinkat(directoryFD, name, flags: DAXFS_AT_REMOVEDIR) }
+        }
     }
 
     public func rename(_ ctx: RequestContext, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
@@ -124,8 +136,12 @@ extension PassthroughFS {
         guard flags & ~known == 0 else { throw .invalidArgument }
         let from = try inode(parent)
         let to = try inode(newParent)
-        try name.withCString { old throws(Errno) in
-            try newName.withCString { new throws(Errno) in try Syscall.renameat2(from.fd, old, to.fd, new, flags: flags) }
+        try from.withFD { fromFD throws(Errno) in
+            try to.withFD { toFD throws(Errno) in
+                try name.withCString { old throws(Errno) in
+                    try newName.withCString { new throws(Errno) in try Syscall.renameat2(fromFD, old, toFD, new, flags: flags) }
+                }
+            }
         }
     }
 
@@ -133,24 +149,28 @@ extension PassthroughFS {
         try become(ctx)
         let inode = try inode(node)
         let directory = try self.inode(newParent)
-        try newName.withCString { name throws(Errno) in
-            do throws(Errno) {
-                // Needs CAP_DAC_READ_SEARCH; the /proc form below does not.
-                try Syscall.linkat(inode.fd, "", directory.fd, name, flags: DAXFS_AT_EMPTY_PATH)
-            } catch where error == .noEntry || error == .notPermitted {
-                try withProcPath(inode.fd) { path throws(Errno) in
-                    try Syscall.linkat(DAXFS_AT_FDCWD, path, directory.fd, name, flags: Int32(AT_SYMLINK_FOLLOW))
+        let st = try inode.withFD { fd throws(Errno) in
+            try directory.withFD { directoryFD throws(Errno) in
+                try newName.withCString { name throws(Errno) in
+                    do throws(Errno) {
+                        // Needs CAP_DAC_READ_SEARCH; the /proc form below does not.
+                        try Syscall.linkat(fd, "", directoryFD, name, flags: DAXFS_AT_EMPTY_PATH)
+                    } catch where error == .noEntry || error == .notPermitted {
+                        try withProcPath(fd) { path throws(Errno) in
+                            try Syscall.linkat(DAXFS_AT_FDCWD, path, directoryFD, name, flags: Int32(AT_SYMLINK_FOLLOW))
+                        }
+                    }
                 }
             }
+            return try Syscall.fstat(fd)
         }
-        let st = try Syscall.fstat(inode.fd)
         return entry(addReference(inode), st)
     }
 
     public func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> StatfsReply {
         try become(ctx)
         let inode = try inode(node)
-        let vfs = try Syscall.fstatvfs(inode.fd)
+        let vfs = try inode.withFD { fd throws(Errno) in try Syscall.fstatvfs(fd) }
         var reply = StatfsReply()
         reply.blocks = UInt64(vfs.f_blocks); reply.bfree = UInt64(vfs.f_bfree); reply.bavail = UInt64(vfs.f_bavail)
         reply.files = UInt64(vfs.f_files); reply.ffree = UInt64(vfs.f_ffree)
@@ -165,7 +185,7 @@ extension PassthroughFS {
         guard mask & ~UInt32(R_OK | W_OK | X_OK) == 0 else { throw .invalidArgument }
         // AT_EACCESS: check with the thread's fsuid/fsgid (the caller's, see
         // `become`); plain access(2) would use the process's real uid (root).
-        try withProcName(inode.fd) { name throws(Errno) in
+        try withProcName(inode) { name throws(Errno) in
             try Syscall.faccessat(procSelfFD, name, mode: Int32(mask), flags: AT_EACCESS)
         }
     }

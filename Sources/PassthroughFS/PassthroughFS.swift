@@ -10,7 +10,10 @@ import Synchronization
 ///
 /// Nodes: every node the kernel knows holds an `O_PATH|O_NOFOLLOW` descriptor
 /// of its host inode, keyed by (st_dev, st_ino), so renames on the host never
-/// break a node or an open file. Node ids come from a counter and are never
+/// break a node or an open file. Past `Options.nodeDescriptorLimit` nodes,
+/// the least recently used close theirs and keep a file handle to reopen it
+/// (`NodeDescriptors`), so a share may hold more files than the process may
+/// open. Node ids come from a counter and are never
 /// reused; a lookup of a known inode returns the same id. Lookup counts are
 /// exact (see `FileSystem`); a node leaves the table when `forget` brings its
 /// count to zero, and its descriptor closes when the last user lets go. The
@@ -76,6 +79,10 @@ public final class PassthroughFS: FileSystem {
         /// other processes' changes (fanotify; needs CAP_SYS_ADMIN) and cache
         /// for long. Default true.
         public var watchHost = true
+        /// At most this many nodes keep their host descriptor open; others are
+        /// reopened by file handle when used (see `NodeDescriptors`). nil: half
+        /// of the open-file limit.
+        public var nodeDescriptorLimit: Int?
 
         public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
                     callerGroupsFromProc: Bool = true, ringFiles: RingFiles? = nil) {
@@ -93,6 +100,7 @@ public final class PassthroughFS: FileSystem {
     let rootReadFD: Int32
 
     let nodes: Locked<NodeTable>
+    let descriptors: NodeDescriptors
     let nextNodeID = Atomic<UInt64>(2)
     let handles = Locked(HandleTable())
 
@@ -124,9 +132,11 @@ public final class PassthroughFS: FileSystem {
 
         self.options = options
         callerGroups = CallerGroups(enabled: options.callerGroupsFromProc)
-        self.root = Inode(id: .root, fd: rootFD.release(), stat: st)
         procSelfFD = proc.release()
         rootReadFD = readable.release()
+        descriptors = NodeDescriptors(capacity: options.nodeDescriptorLimit ?? Self.defaultDescriptorLimit(),
+                                      mountFD: rootReadFD)
+        self.root = Inode(id: .root, fd: rootFD.release(), stat: st, descriptors: descriptors, pinned: true)
         var table = NodeTable()
         table.insert(self.root, count: 1)
         nodes = Locked(table)
@@ -147,6 +157,15 @@ public final class PassthroughFS: FileSystem {
     deinit {
         Syscall.close(procSelfFD)
         Syscall.close(rootReadFD)
+    }
+
+    /// Half the open-file limit for nodes; the rest is for open files, DAX
+    /// mappings, lock owners and the transport.
+    static func defaultDescriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 512 }
+        let soft = Int(clamping: min(limit.rlim_cur, 1 << 20))
+        return max(soft / 2, 64)
     }
 
     public var wantedCapabilities: InitFlags {
@@ -180,7 +199,9 @@ public final class PassthroughFS: FileSystem {
 
     /// Starts the host watcher (see `CacheMode.auto`); without it the 1 s timeouts stay.
     private func watchHost(_ connection: FUSEConnection) {
-        guard let watcher = HostWatcher(path: "/proc/self/fd/\(root.fd)", mountFD: rootReadFD) else {
+        // The root's descriptor is pinned: this path stays valid.
+        guard let rootPath = try? root.withFD({ fd throws(Errno) in "/proc/self/fd/\(fd)" }),
+              let watcher = HostWatcher(path: rootPath, mountFD: rootReadFD) else {
             options.logger?.info("host changes cannot be watched (fanotify needs CAP_SYS_ADMIN): names and attributes are cached for 1 s")
             return
         }
@@ -287,11 +308,36 @@ public final class PassthroughFS: FileSystem {
         try withProcName(fd) { name throws(Errno) in try Syscall.openat(procSelfFD, name, flags: flags) }
     }
 
+    /// Opens `inode` again with `flags`, through /proc/self/fd.
+    @inline(__always)
+    func reopen(_ inode: Inode, flags: Int32) throws(Errno) -> Int32 {
+        try inode.withFD { fd throws(Errno) in try reopen(fd, flags: flags) }
+    }
+
+    /// `withProcName` for `inode`'s descriptor.
+    @inline(__always)
+    func withProcName<R>(_ inode: Inode, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+        try inode.withFD { fd throws(Errno) in try withProcName(fd, body) }
+    }
+
+    /// `withProcPath` for `inode`'s descriptor.
+    @inline(__always)
+    func withProcPath<R>(_ inode: Inode, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+        try inode.withFD { fd throws(Errno) in try withProcPath(fd, body) }
+    }
+
+    /// The host attributes of `inode`, through `file`'s descriptor when given.
+    @inline(__always)
+    func attributes(_ inode: Inode, file: OpenFile? = nil) throws(Errno) -> stat {
+        if let file { return try Syscall.fstat(file.fd) }
+        return try inode.withFD { fd throws(Errno) in try Syscall.fstat(fd) }
+    }
+
     /// Clears set-user-ID, and set-group-ID when group-executable, as the kernel
     /// does for unprivileged writers (FUSE_HANDLE_KILLPRIV_V2). `fd` is a real
     /// open descriptor, or nil to go through `inode`'s proc name.
     func killSetID(_ inode: Inode, fd: Int32?, as ctx: RequestContext) throws(Errno) {
-        let st = try Syscall.fstat(fd ?? inode.fd)
+        let st = if let fd { try Syscall.fstat(fd) } else { try attributes(inode) }
         var mode = UInt32(st.st_mode) & 0o7777
         let original = mode
         mode &= ~FileMode.setUID
@@ -305,7 +351,7 @@ public final class PassthroughFS: FileSystem {
         if let fd {
             try Syscall.fchmod(fd, mode: mode)
         } else {
-            try withProcName(inode.fd) { name throws(Errno) in try Syscall.fchmodat(procSelfFD, name, mode: mode, flags: 0) }
+            try withProcName(inode) { name throws(Errno) in try Syscall.fchmodat(procSelfFD, name, mode: mode, flags: 0) }
         }
     }
 

@@ -10,7 +10,7 @@ extension PassthroughFS {
         try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
-        try withProcPath(inode.fd) { path throws(Errno) in
+        try withProcPath(inode) { path throws(Errno) in
             try name.withCString { name throws(Errno) in
                 try Syscall.setxattr(path, name, value: value, flags: Int32(bitPattern: flags))
             }
@@ -22,7 +22,7 @@ extension PassthroughFS {
         // ENOSYS: the kernel answers EOPNOTSUPP from now on without asking.
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
-        return try withProcPath(inode.fd) { path throws(Errno) in
+        return try withProcPath(inode) { path throws(Errno) in
             try name.withCString { name throws(Errno) in
                 // An empty buffer asks for the size; a short one fails with ERANGE.
                 try Syscall.getxattr(path, name, into: buffer ?? UnsafeMutableRawBufferPointer(start: nil, count: 0))
@@ -34,7 +34,7 @@ extension PassthroughFS {
         try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
-        return try withProcPath(inode.fd) { path throws(Errno) in
+        return try withProcPath(inode) { path throws(Errno) in
             try Syscall.listxattr(path, into: buffer ?? UnsafeMutableRawBufferPointer(start: nil, count: 0))
         }
     }
@@ -43,7 +43,7 @@ extension PassthroughFS {
         try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
-        try withProcPath(inode.fd) { path throws(Errno) in
+        try withProcPath(inode) { path throws(Errno) in
             try name.withCString { name throws(Errno) in try Syscall.removexattr(path, name) }
         }
     }

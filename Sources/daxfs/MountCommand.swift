@@ -47,6 +47,7 @@ struct MountCommand: ParsableCommand {
         fsOptions.xattr = !common.noXattr
         fsOptions.logger = logger
         fsOptions.watchHost = !noHostWatch
+        fsOptions.nodeDescriptorLimit = try common.nodeDescriptorLimit()
         let fileSystem: PassthroughFS
         do {
             fileSystem = try PassthroughFS(root: sharedDir, options: fsOptions)
@@ -90,6 +91,14 @@ struct ServeOptions: ParsableArguments {
     @Flag(help: "Turn extended attributes off: the kernel is told they are unsupported (default: xattrs on).") var noXattr = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
+    @Option(help: "Nodes that keep a host file descriptor open; beyond this, the least recently used are closed and reopened by file handle when needed (needs root; default: half the open-file limit).")
+    var maxNodeFds: Int?
+
+    /// Checks `--max-node-fds`.
+    func nodeDescriptorLimit() throws -> Int? {
+        if let maxNodeFds, maxNodeFds < 1 { throw ValidationError("--max-node-fds must be at least 1") }
+        return maxNodeFds
+    }
 }
 
 enum CacheOption: String, ExpressibleByArgument, CaseIterable {

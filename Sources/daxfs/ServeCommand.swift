@@ -43,6 +43,8 @@ struct ServeCommand: ParsableCommand {
     var ringTickMs = 100
     @Option(help: "Direct mmap window offered in GET_SHMEM_CONFIG (shared-memory id 1), in MiB (default: 64 with ring files, else 0 = off).")
     var mmapWindowMib: UInt64?
+    @Option(help: "Nodes that keep a host file descriptor open; beyond this, the least recently used are closed and reopened by file handle when needed (needs root; default: half the open-file limit).")
+    var maxNodeFds: Int?
     @Option(help: .hidden) var ringPipeFd: Int32?
     @Flag(help: "Print the vhost-user backend capabilities JSON (for QEMU and libvirt) and exit.") var printCapabilities = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -80,6 +82,8 @@ struct ServeCommand: ParsableCommand {
         fsOptions.watchHost = false
         fsOptions.logger = logger
         fsOptions.ringFiles = rings
+        if let maxNodeFds, maxNodeFds < 1 { throw ValidationError("--max-node-fds must be at least 1") }
+        fsOptions.nodeDescriptorLimit = maxNodeFds
         let root = sharedDir
         // Fail now, in plain words, rather than when the guest mounts.
         do { _ = try PassthroughFS(root: root, options: fsOptions) } catch { throw CLIError("cannot share \(root): \(error)") }

@@ -117,8 +117,11 @@ final class Fixture: @unchecked Sendable {
     let dir = TemporaryDirectory()
     let fs: PassthroughFS
 
-    init(cache: PassthroughFS.CacheMode = .auto, passthrough: Bool = false, backing: (any BackingRegistry)? = nil) throws {
-        fs = try PassthroughFS(root: dir.path, options: .init(cache: cache, passthrough: passthrough))
+    init(cache: PassthroughFS.CacheMode = .auto, passthrough: Bool = false, backing: (any BackingRegistry)? = nil,
+         nodeDescriptorLimit: Int? = nil) throws {
+        var options = PassthroughFS.Options(cache: cache, passthrough: passthrough)
+        options.nodeDescriptorLimit = nodeDescriptorLimit
+        fs = try PassthroughFS(root: dir.path, options: options)
         let capabilities = fs.wantedCapabilities
         try fs.initialize(connection: FUSEConnection(capabilities: capabilities, kernelMinor: 45, maxWrite: 1 << 20, backing: backing, sink: nil))
     }

@@ -100,6 +100,16 @@ void daxfs_fence(void);
 int daxfs_fanotify_watch(const char *path, uint64_t mask);
 /// open_by_handle_at(mount_fd, handle, flags); `handle` is a struct file_handle.
 int daxfs_open_by_handle(int mount_fd, const void *handle, int flags);
+/// The same with this thread's filesystem uid set to 0 for the call, so the
+/// capability it needs (CAP_DAC_READ_SEARCH) is effective even while the
+/// thread acts as a caller (`daxfs_become`); the caller's uid is restored.
+int daxfs_open_by_handle_privileged(int mount_fd, const void *handle, int flags);
+/// name_to_handle_at(fd, "", handle, mount_id, AT_EMPTY_PATH): the handle of
+/// the inode behind `fd` (O_PATH allowed). `handle` is a struct file_handle
+/// whose handle_bytes says how much room follows it.
+int daxfs_handle_of(int fd, void *handle, int *mount_id);
+/// Room for any file handle (MAX_HANDLE_SZ) after the 8-byte header.
+static const int DAXFS_MAX_HANDLE_BYTES = 128;
 static const uint64_t DAXFS_FAN_MODIFY = 0x2;
 static const uint64_t DAXFS_FAN_ATTRIB = 0x4;
 static const uint64_t DAXFS_FAN_CLOSE_WRITE = 0x8;
