@@ -2,6 +2,7 @@ import CLinux
 import FUSEServer
 import Glibc
 import HostSystem
+import Synchronization
 
 /// A DAX window in this process's address space: a reserved range that
 /// mappings of host files are placed into with mmap(MAP_FIXED). The embedded
@@ -10,6 +11,8 @@ import HostSystem
 public final class LocalWindow: WindowMapper, @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let windowSize: UInt64
+    /// Which pages hold a file mapping now, and which of those are writable.
+    private let pages: Mutex<PageMap>
 
     /// The window starts on a multiple of this (2 MiB, the x86-64 huge page),
     /// so that a range mapping a file's 2 MiB page-cache folio can be mapped
@@ -31,6 +34,7 @@ public final class LocalWindow: WindowMapper, @unchecked Sendable {
         if tail > 0 { munmap(address + head + Int(size), tail) }
         base = address + head
         windowSize = size
+        pages = Mutex(PageMap(pages: Int(size / UInt64(HostPage.size))))
         _ = daxfs_install_fault_handler()
     }
 
@@ -52,11 +56,30 @@ public final class LocalWindow: WindowMapper, @unchecked Sendable {
         // cached then read 2 MiB folios, and cached 2 MiB folios are mapped
         // whole. Only advice: a kernel or filesystem without it maps 4 KiB pages.
         _ = madvise(target, Int(length), MADV_HUGEPAGE)
+        let (first, count) = pageSpan(windowOffset, length)
+        pages.withLock { $0.set(first, count, mapped: true, writable: writable) }
+    }
+
+    /// Whether every page of [windowOffset, windowOffset+length) holds a file
+    /// mapping (a writable one if asked): a client checks this after the
+    /// server said it mapped a range, before it touches the memory, so a
+    /// server that answers without mapping cannot make it fault.
+    public func isMapped(offset windowOffset: UInt64, length: UInt64, writable: Bool) -> Bool {
+        guard (try? checkBounds(windowOffset, length)) != nil else { return false }
+        let (first, count) = pageSpan(windowOffset, length)
+        return pages.withLock { $0.covers(first, count, writable: writable) }
+    }
+
+    private func pageSpan(_ offset: UInt64, _ length: UInt64) -> (Int, Int) {
+        let page = UInt64(HostPage.size)
+        return (Int(offset / page), Int((length + page - 1) / page))
     }
 
     public func unmap(windowOffset: UInt64, length: UInt64) throws(Errno) {
         try checkBounds(windowOffset, length)
         let target = base + Int(windowOffset)
+        let (first, count) = pageSpan(windowOffset, length)
+        pages.withLock { $0.set(first, count, mapped: false, writable: false) }
         let result = mmap(target, Int(length), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
         guard result == target else { throw Errno(daxfs_errno()) }
     }
@@ -64,6 +87,34 @@ public final class LocalWindow: WindowMapper, @unchecked Sendable {
     private func checkBounds(_ offset: UInt64, _ length: UInt64) throws(Errno) {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard length > 0, !overflow, end <= windowSize, offset % UInt64(HostPage.size) == 0 else { throw .invalidArgument }
+    }
+}
+
+/// Two bits per window page: mapped, and mapped writable.
+struct PageMap: ~Copyable {
+    var mapped: [UInt64]
+    var writable: [UInt64]
+
+    init(pages: Int) {
+        mapped = Array(repeating: 0, count: (pages + 63) / 64)
+        writable = mapped
+    }
+
+    mutating func set(_ first: Int, _ count: Int, mapped isMapped: Bool, writable isWritable: Bool) {
+        for page in first ..< first + count {
+            let bit = UInt64(1) << UInt64(page % 64)
+            if isMapped { mapped[page / 64] |= bit } else { mapped[page / 64] &= ~bit }
+            if isWritable { writable[page / 64] |= bit } else { writable[page / 64] &= ~bit }
+        }
+    }
+
+    func covers(_ first: Int, _ count: Int, writable needWritable: Bool) -> Bool {
+        for page in first ..< first + count {
+            let bit = UInt64(1) << UInt64(page % 64)
+            if mapped[page / 64] & bit == 0 { return false }
+            if needWritable && writable[page / 64] & bit == 0 { return false }
+        }
+        return true
     }
 }
 

@@ -11,6 +11,9 @@ import Synchronization
 public protocol ClientWindow: AnyObject, Sendable {
     var base: UnsafeMutableRawPointer { get }
     var windowSize: UInt64 { get }
+    /// Whether [offset, offset+length) holds a file mapping now (a writable
+    /// one if asked); checked after each mapping the server reports.
+    func isMapped(offset: UInt64, length: UInt64, writable: Bool) -> Bool
 }
 
 extension LocalWindow: ClientWindow {}
@@ -168,7 +171,8 @@ public final class DaxClient: Sendable {
             let manager = WindowManager(base: window.base, windowSize: usable, rangeSize: range, fuse: fuse,
                                         options: .init(mode: options.mode, reclaimThresholdPercent: options.reclaimThresholdPercent,
                                                        reclaimBatch: options.reclaimBatch, backgroundReclaim: options.backgroundReclaim,
-                                                       admitAfterMisses: options.admitAfterMisses))
+                                                       admitAfterMisses: options.admitAfterMisses),
+                                        window: window)
             do throws(Errno) {
                 try manager.startReclaimer()
             } catch {

@@ -153,7 +153,14 @@ extension DaxFile {
             client.logRefusal("the server placed an mmap at offset \(offset) at region offset \(out.regionOffset), which breaks SHMLBA alignment")
             throw .protocolError
         }
-        let pointer = client.mmapWindow!.base + Int(windowOffset)
+        // A server that answers without mapping the region (no SHMEM_MAP
+        // reached the window) would leave inaccessible memory behind `bytes`.
+        guard let window = client.mmapWindow, window.isMapped(offset: windowOffset, length: span, writable: writable) else {
+            try? unmapRegion()
+            client.logRefusal("the server answered DAXFS_MMAP at window offset \(windowOffset) but nothing was mapped there")
+            throw .io
+        }
+        let pointer = window.base + Int(windowOffset)
         let dontCopy = out.flags & DirectMmapFlag.dontCopy != 0
         if dontCopy { _ = madvise(pointer, Int(span), MADV_DONTFORK) }
         return FileMapping(kind: .region(id: out.region, regionOffset: out.regionOffset), offset: offset, length: length,

@@ -42,6 +42,8 @@ public enum DAXMode: String, Sendable, CaseIterable {
 /// page cache, so just as coherent). Only `withMappedBytes` callers sleep.
 final class WindowManager: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
+    /// Checked after each SETUPMAPPING: the range must really be mapped.
+    let window: (any ClientWindow)?
     let rangeSize: UInt64
     let rangeShift: UInt64
     let rangeCount: Int
@@ -82,8 +84,10 @@ final class WindowManager: @unchecked Sendable {
         var admitAfterMisses: Int
     }
 
-    init(base: UnsafeMutableRawPointer, windowSize: UInt64, rangeSize: UInt64, fuse: FUSEClient, options: Options) {
+    init(base: UnsafeMutableRawPointer, windowSize: UInt64, rangeSize: UInt64, fuse: FUSEClient, options: Options,
+         window: (any ClientWindow)? = nil) {
         self.base = base
+        self.window = window
         self.rangeSize = rangeSize
         rangeShift = UInt64(rangeSize.trailingZeroBitCount)
         // A trailing partial range is unused.
@@ -409,6 +413,7 @@ final class WindowManager: @unchecked Sendable {
                 do throws(Errno) {
                     try fuse.setupMapping(NodeID(node), fileOffset: chunk << rangeShift, windowOffset: windowOffset(r),
                                           length: rangeSize, writable: true)
+                    try checkMapped(r, writable: true)
                 } catch {
                     finishUpgrade(r, succeeded: false)
                     release(Lease(index: r, pointer: base))
@@ -422,6 +427,7 @@ final class WindowManager: @unchecked Sendable {
                 do throws(Errno) {
                     try fuse.setupMapping(NodeID(node), fileOffset: chunk << rangeShift, windowOffset: windowOffset(r),
                                           length: rangeSize, writable: writable)
+                    try checkMapped(r, writable: writable)
                 } catch {
                     abandon(r, stolen: stolen)
                     noteFailure(error)
@@ -483,6 +489,14 @@ final class WindowManager: @unchecked Sendable {
         }
         if stolen { try? fuse.removeMapping([RemoveMappingOne(moffset: windowOffset(r), len: rangeSize)]) }
         freeRanges([r], messages: stolen ? 1 : 0)
+    }
+
+    /// A server that answers SETUPMAPPING without mapping (no SHMEM_MAP
+    /// reached the window) would leave the range inaccessible: EIO instead
+    /// of a fault when the memory is touched.
+    private func checkMapped(_ r: Int32, writable: Bool) throws(Errno) {
+        guard let window, !window.isMapped(offset: windowOffset(r), length: rangeSize, writable: writable) else { return }
+        throw .io
     }
 
     private func noteFailure(_ error: Errno) {

@@ -270,3 +270,41 @@ final class ShiftingChannel: FUSEChannel {
 
     func send(_ request: UnsafeRawBufferPointer) throws(Errno) { try inner.send(request) }
 }
+
+/// A server that answers SETUPMAPPING and DAXFS_MMAP with success but maps
+/// into memory the client does not see (as a vhost-user backend that never
+/// sends SHMEM_MAP): the client must notice before it touches the window.
+@Suite struct UnmappedReplyTests {
+    @Test func theClientRefusesRangesThatWereNeverMapped() throws {
+        let rig = try DirectMmapTests.Rig()
+        let fs = try PassthroughFS(root: rig.dir.path, options: PassthroughFS.Options(passthrough: false, logger: quietLogger, ringFiles: rig.rings))
+        var options = DaxClient.Options()
+        options.rangeSize = 64 << 10
+        options.windowSize = 1 << 20
+        options.mode = .always
+        options.mmapWindowSize = 1 << 20
+        // The server's windows are not the client's.
+        let serverWindow = try LocalWindow(size: 1 << 20), serverMmapWindow = try LocalWindow(size: 1 << 20)
+        let clientWindow = try LocalWindow(size: 1 << 20), clientMmapWindow = try LocalWindow(size: 1 << 20)
+        let session = FUSESession(fileSystem: fs, logger: quietLogger, window: serverWindow, mmapWindow: serverMmapWindow)
+        let client = try DaxClient(channel: EmbeddedChannel(session: session), window: clientWindow, mmapWindow: clientMmapWindow,
+                                   options: options)
+        #expect(client.usesWindow && client.usesDirectMmap)
+
+        // Reads fall back to FUSE_READ and return the data; nothing faults.
+        let plain = try client.open("plain")
+        #expect(try plain.read(count: 8192, at: 4096) == Array(pattern(100_000)[4096 ..< 12288]))
+        let stats = client.statistics
+        #expect(stats.setupFailures >= 1 && stats.fuseReads >= 1 && stats.windowHits == 0)
+        // A DAX mmap is refused rather than handed out over inaccessible memory.
+        #expect(throws: Errno.io) { try plain.mmap(length: 4096) }
+        try plain.close()
+
+        // So is a region the server claims it mapped.
+        let ring = try client.open("shared", flags: O_RDWR)
+        #expect(throws: Errno.io) { try ring.mmap(length: Int(DirectMmapTests.regionSize), writable: true) }
+        try ring.close()
+        // The refused region was given back to the server.
+        #expect(rig.rings.mappedRegions == 0)
+    }
+}
