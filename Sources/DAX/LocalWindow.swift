@@ -2,7 +2,6 @@ import CLinux
 import FUSEServer
 import Glibc
 import HostSystem
-import Synchronization
 
 /// A DAX window in this process's address space: a reserved range that
 /// mappings of host files are placed into with mmap(MAP_FIXED). The embedded
@@ -12,7 +11,8 @@ public final class LocalWindow: WindowMapper, @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let windowSize: UInt64
     /// Which pages hold a file mapping now, and which of those are writable.
-    private let pages: Mutex<PageMap>
+    /// `Locked` (a pthread mutex, which ThreadSanitizer follows).
+    private let pages: Locked<PageMap>
 
     /// The window starts on a multiple of this (2 MiB, the x86-64 huge page),
     /// so that a range mapping a file's 2 MiB page-cache folio can be mapped
@@ -34,7 +34,7 @@ public final class LocalWindow: WindowMapper, @unchecked Sendable {
         if tail > 0 { munmap(address + head + Int(size), tail) }
         base = address + head
         windowSize = size
-        pages = Mutex(PageMap(pages: Int(size / UInt64(HostPage.size))))
+        pages = Locked(PageMap(pages: Int(size / UInt64(HostPage.size))))
         _ = daxfs_install_fault_handler()
     }
 

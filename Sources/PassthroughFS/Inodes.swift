@@ -16,7 +16,7 @@ final class Inode: Sendable {
     /// Open files, passthrough backing and lock owners of this inode.
     let state = Locked(InodeState())
 
-    let slot: Mutex<DescriptorSlot>
+    let slot: Locked<DescriptorSlot>
     let descriptors: NodeDescriptors
 
     /// Adopts `fd`; `pinned` keeps it open for the node's life (the root).
@@ -24,7 +24,7 @@ final class Inode: Sendable {
         self.id = id
         key = InodeKey(st)
         type = UInt32(st.st_mode) & FileMode.typeMask
-        slot = Mutex(descriptors.slot(for: fd, pinned: pinned))
+        slot = Locked(descriptors.slot(for: fd, pinned: pinned))
         self.descriptors = descriptors
     }
 
@@ -206,6 +206,9 @@ extension PassthroughFS {
     @_spi(Testing) public func holdsDescriptor(_ node: NodeID) -> Bool? {
         nodes.withLock { $0.slots[node.rawValue]?.inode }?.isOpen
     }
+
+    /// Node descriptors reopened by file handle so far.
+    @_spi(Testing) public var reopenedByHandle: Int { descriptors.reopens.load(ordering: .relaxed) }
 
     /// Nodes can close their descriptors and reopen them by file handle here.
     @_spi(Testing) public var reopensByHandle: Bool { descriptors.handlesEnabled }

@@ -23,6 +23,8 @@ final class NodeDescriptors: Sendable {
     /// The root's mount, where handles are opened; nil when handles are off.
     private let mount: (descriptor: SharedDescriptor, id: Int32)?
     private let clock = Locked(Clock())
+    /// Descriptors reopened by handle so far.
+    let reopens = Atomic<Int>(0)
 
     struct Clock {
         var ring: [WeakInode] = []
@@ -119,6 +121,7 @@ final class NodeDescriptors: Sendable {
             daxfs_open_by_handle_privileged(mount.descriptor.rawValue, $0.baseAddress, DAXFS_O_PATH | O_CLOEXEC)
         }
         guard fd >= 0 else { throw Errno(rawValue: errno) }
+        reopens.add(1, ordering: .relaxed)
         return fd
     }
 }

@@ -119,6 +119,40 @@ import Testing
         }
     }
 
+    /// Four threads look up, stat, open and forget 64 files over 8
+    /// descriptors, so closes and reopens race with use (run under TSan in CI).
+    @Test(.enabled(if: canOpenByHandle)) func concurrentUseWhileDescriptorsCloseAndReopen() throws {
+        let f = try Fixture(nodeDescriptorLimit: Self.limit)
+        for index in 0 ..< 64 { f.dir.write("f\(index)", "file \(index)") }
+        let failures = Locked(0)
+        let threads = try (0 ..< 4).map { thread in
+            try OSThread(name: "node-fds") {
+                // Lookups are forgotten only at the end: all 64 nodes stay known.
+                var lookups: [NodeID: UInt64] = [:]
+                defer { for (node, count) in lookups { f.fs.forget(node, count: count) } }
+                for round in 0 ..< 300 {
+                    let index = (round * 7 + thread * 13) % 64
+                    do {
+                        let entry = try f.lookup("f\(index)")
+                        let size = try f.fs.getattr(ctx, node: entry.node, handle: nil).attr.size
+                        let opened = try f.open(entry.node, flags: O_RDONLY)
+                        let text = try f.read(entry.node, opened.handle)
+                        try f.release(entry.node, opened)
+                        lookups[entry.node, default: 0] += 1
+                        if size != UInt64("file \(index)".utf8.count) || text != "file \(index)" { failures.withLock { $0 += 1 } }
+                    } catch {
+                        failures.withLock { $0 += 1 }
+                    }
+                }
+            }
+        }
+        threads.forEach { $0.join() }
+        #expect(failures.withLock { $0 } == 0)
+        #expect(f.fs.nodeCount == 1)
+        #expect(f.fs.reopenedByHandle > 100, "descriptors were closed and reopened while in use")
+        #expect(f.fs.openNodeDescriptors <= Self.limit)
+    }
+
     @Test func withoutHandlesEveryNodeKeepsItsDescriptor() throws {
         // A limit of 1 with handles still serves every node; without handles
         // (not root) nodes are pinned and nothing is counted.
