@@ -39,7 +39,7 @@ final class Inode: Sendable {
 
 /// Identity of a host inode. Unique while we hold a descriptor of it: an open
 /// inode cannot be freed, so its number cannot be reused. A node whose
-/// descriptor was closed for room is checked by reopening it (`isLive`).
+/// descriptor was closed for room is checked by reopening it (`referenceKnown`).
 struct InodeKey: Hashable, Sendable {
     var device: UInt64
     var inode: UInt64

@@ -110,6 +110,7 @@ final class NodeDescriptors: Sendable {
             switch inode.close(onMount: mount?.id) {
             case .closed, .pinned: clock.withLock { $0.open -= 1 }
             case .used: clock.withLock { $0.ring.append(WeakInode(inode: inode)) }
+            case .absent: continue
             }
         }
     }
@@ -164,7 +165,8 @@ struct DescriptorSlot: ~Copyable {
     }
 }
 
-enum CloseOutcome { case closed, pinned, used }
+/// What the sweep did with a node: `absent` (already closed) was not counted.
+enum CloseOutcome { case closed, pinned, used, absent }
 
 extension Inode {
     /// Calls `body` with an open `O_PATH` descriptor of this node's host
@@ -213,7 +215,7 @@ extension Inode {
     /// the last visit or cannot be reopened by handle.
     func close(onMount mountID: Int32?) -> CloseOutcome {
         slot.withLock { slot in
-            guard let open = slot.descriptor else { return .closed }
+            guard let open = slot.descriptor else { return .absent }
             if slot.pinned { return .pinned }
             if slot.referenced {
                 slot.referenced = false
