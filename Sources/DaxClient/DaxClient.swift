@@ -14,6 +14,19 @@ public protocol ClientWindow: AnyObject, Sendable {
     /// Whether [offset, offset+length) holds a file mapping now (a writable
     /// one if asked); checked after each mapping the server reports.
     func isMapped(offset: UInt64, length: UInt64, writable: Bool) -> Bool
+    /// Runs `body`, a request that asks the server to map or unmap `ranges`,
+    /// with those ranges open to the server's changes (see `LocalWindow.guarded`).
+    func allowingChanges<Result, Failure: Error>(_ ranges: [(offset: UInt64, length: UInt64)],
+                                                 _ body: () throws(Failure) -> Result) throws(Failure) -> Result
+}
+
+extension Optional where Wrapped == any ClientWindow {
+    /// `allowingChanges` of the window, or just `body` without one.
+    func allowingChanges<Result, Failure: Error>(_ ranges: [(offset: UInt64, length: UInt64)],
+                                                 _ body: () throws(Failure) -> Result) throws(Failure) -> Result {
+        guard let window = self else { return try body() }
+        return try window.allowingChanges(ranges, body)
+    }
 }
 
 extension LocalWindow: ClientWindow {}

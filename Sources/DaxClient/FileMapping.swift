@@ -132,19 +132,23 @@ extension DaxFile {
         let span = (UInt64(length) + page - 1) / page * page
         guard let windowOffset = space.allocate(span) else { throw .noMemory }
         let id = client.nextMappingID.add(1, ordering: .relaxed).oldValue
+        let client = self.client
+        let node = self.node, handle = self.handle
         let out: DirectMmapOut
         do throws(Errno) {
-            out = try client.fuse.directMmap(node, handle: handle, mappingID: id, offset: offset, length: span,
-                                             windowOffset: windowOffset, writable: writable)
+            out = try client.mmapWindow.allowingChanges([(windowOffset, span)]) { () throws(Errno) in
+                try client.fuse.directMmap(node, handle: handle, mappingID: id, offset: offset, length: span,
+                                           windowOffset: windowOffset, writable: writable)
+            }
         } catch {
             space.release(windowOffset, span)
             throw error
         }
-        let client = self.client
-        let node = self.node, handle = self.handle
         let unmapRegion = { () throws(Errno) in
             defer { space.release(windowOffset, span) }
-            try client.fuse.directMunmap(node, handle: handle, mappingID: id)
+            try client.mmapWindow.allowingChanges([(windowOffset, span)]) { () throws(Errno) in
+                try client.fuse.directMunmap(node, handle: handle, mappingID: id)
+            }
         }
         // The server may pick any region and place, but pages that end up
         // shared must keep their alignment (SHMLBA): refuse anything else.

@@ -411,8 +411,10 @@ final class WindowManager: @unchecked Sendable {
                 waiters.subtract(1, ordering: .relaxed)
             case .upgrade(let r):
                 do throws(Errno) {
-                    try fuse.setupMapping(NodeID(node), fileOffset: chunk << rangeShift, windowOffset: windowOffset(r),
-                                          length: rangeSize, writable: true)
+                    try window.allowingChanges([(windowOffset(r), rangeSize)]) { () throws(Errno) in
+                        try fuse.setupMapping(NodeID(node), fileOffset: chunk << rangeShift, windowOffset: windowOffset(r),
+                                              length: rangeSize, writable: true)
+                    }
                     try checkMapped(r, writable: true)
                 } catch {
                     finishUpgrade(r, succeeded: false)
@@ -425,8 +427,10 @@ final class WindowManager: @unchecked Sendable {
                 return lease(r)
             case .setup(let r, let stolen):
                 do throws(Errno) {
-                    try fuse.setupMapping(NodeID(node), fileOffset: chunk << rangeShift, windowOffset: windowOffset(r),
-                                          length: rangeSize, writable: writable)
+                    try window.allowingChanges([(windowOffset(r), rangeSize)]) { () throws(Errno) in
+                        try fuse.setupMapping(NodeID(node), fileOffset: chunk << rangeShift, windowOffset: windowOffset(r),
+                                              length: rangeSize, writable: writable)
+                    }
                     try checkMapped(r, writable: writable)
                 } catch {
                     abandon(r, stolen: stolen)
@@ -487,7 +491,11 @@ final class WindowManager: @unchecked Sendable {
             words[Int(r)].store(0, ordering: .relaxed)
             s.counters.setupFailures += 1
         }
-        if stolen { try? fuse.removeMapping([RemoveMappingOne(moffset: windowOffset(r), len: rangeSize)]) }
+        if stolen {
+            window.allowingChanges([(windowOffset(r), rangeSize)]) {
+                try? fuse.removeMapping([RemoveMappingOne(moffset: windowOffset(r), len: rangeSize)])
+            }
+        }
         freeRanges([r], messages: stolen ? 1 : 0)
     }
 
@@ -522,8 +530,10 @@ final class WindowManager: @unchecked Sendable {
         guard !victims.isEmpty else { return 0 }
         // Unmapping only ever makes a range inaccessible; whatever the server
         // answers, the range can be mapped again by the next SETUPMAPPING.
-        try? fuse.removeMapping(victims.map { RemoveMappingOne(moffset: windowOffset($0), len: rangeSize) },
-                                node: node == 0 ? .root : NodeID(node))
+        window.allowingChanges(victims.map { (windowOffset($0), rangeSize) }) {
+            try? fuse.removeMapping(victims.map { RemoveMappingOne(moffset: windowOffset($0), len: rangeSize) },
+                                    node: node == 0 ? .root : NodeID(node))
+        }
         return (victims.count + FUSEClient.removeMappingBatch - 1) / FUSEClient.removeMappingBatch
     }
 

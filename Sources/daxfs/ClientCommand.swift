@@ -336,7 +336,7 @@ struct ClientConnectionOptions: ParsableArguments {
         sessionOptions.mapAlignmentLog2 = mapAlignment
         var window: LocalWindow?
         if !noDax {
-            do throws(Errno) { window = try LocalWindow(size: windowSize.bytes) } catch {
+            do throws(Errno) { window = try LocalWindow(size: windowSize.bytes, guarded: true) } catch {
                 throw CLIError("cannot reserve a \(windowSize.defaultValueDescription) DAX window: \(error)")
             }
         }
@@ -357,13 +357,13 @@ struct ClientConnectionOptions: ParsableArguments {
         let made = Locked<LocalWindow?>(nil)
         let cap = windowSize.bytes
         let makeWindow: ((UInt64) throws(Errno) -> any WindowMapper)? = noDax ? nil : { size throws(Errno) -> any WindowMapper in
-            let window = try LocalWindow(size: min(size, cap))
+            let window = try LocalWindow(size: min(size, cap), guarded: true)
             made.withLock { $0 = window }
             return window
         }
         let madeMmap = Locked<LocalWindow?>(nil)
         let makeMmapWindow = { (size: UInt64) throws(Errno) -> any WindowMapper in
-            let window = try LocalWindow(size: min(size, 1 << 30))
+            let window = try LocalWindow(size: min(size, 1 << 30), guarded: true)
             madeMmap.withLock { $0 = window }
             return window
         }

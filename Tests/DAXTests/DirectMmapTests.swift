@@ -35,8 +35,8 @@ struct DirectMmapTests {
             options.mode = mode
             options.mmapWindowSize = mmapWindow
             guard let wrap else { return try DaxClient.embedded(fileSystem: fs, options: options, logger: quietLogger) }
-            let window = try LocalWindow(size: options.windowSize)
-            let mmapWindow = try LocalWindow(size: mmapWindow)
+            let window = try LocalWindow(size: options.windowSize, guarded: true)
+            let mmapWindow = try LocalWindow(size: mmapWindow, guarded: true)
             let session = FUSESession(fileSystem: fs, logger: quietLogger, window: window, mmapWindow: mmapWindow)
             return try DaxClient(channel: wrap(EmbeddedChannel(session: session)), window: window, mmapWindow: mmapWindow, options: options)
         }

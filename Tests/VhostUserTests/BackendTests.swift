@@ -273,7 +273,7 @@ func daxfsBinary() -> String {
         do {
             let made = Locked<LocalWindow?>(nil)
             let frontend = try VhostUserFrontend(socketPath: fixture.socketPath) { size throws(Errno) in
-                let window = try LocalWindow(size: size)
+                let window = try LocalWindow(size: size, guarded: true)
                 made.withLock { $0 = window }
                 return window
             }

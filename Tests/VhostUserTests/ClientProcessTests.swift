@@ -85,7 +85,7 @@ func connectClient(_ socket: String, rangeSize: UInt64 = 2 << 20, mode: DAXMode 
     var frontendOptions = VhostUserFrontend.Options()
     frontendOptions.guestMemorySize = 48 << 20
     let frontend = try VhostUserFrontend(socketPath: socket, options: frontendOptions) { size throws(Errno) in
-        let window = try LocalWindow(size: size)
+        let window = try LocalWindow(size: size, guarded: true)
         made.withLock { $0 = window }
         return window
     }

@@ -39,11 +39,11 @@ import VhostUser
         defer { fixture.stop() }
         let mmapMade = Locked<LocalWindow?>(nil), daxMade = Locked<LocalWindow?>(nil)
         let frontend = try VhostUserFrontend(socketPath: fixture.socketPath, makeWindow: { size throws(Errno) in
-            let window = try LocalWindow(size: size)
+            let window = try LocalWindow(size: size, guarded: true)
             daxMade.withLock { $0 = window }
             return window
         }, makeMmapWindow: { size throws(Errno) in
-            let window = try LocalWindow(size: size)
+            let window = try LocalWindow(size: size, guarded: true)
             mmapMade.withLock { $0 = window }
             return window
         })
