@@ -143,52 +143,65 @@ enum BenchWorkload {
         return (reads, span)
     }
 
-    /// Times of the three phases of `createStatUnlink`.
-    struct MetadataSpans {
-        var create: Span
-        var stat: Span
-        var unlink: Span
-        var cycle: Span { Span(wall: create.wall + stat.wall + unlink.wall, cpu: create.cpu + stat.cpu + unlink.cpu) }
+    /// `count` empty files in a fresh directory, for the metadata phases.
+    /// The directory must be fresh each time: ext4 without a journal delays
+    /// the reuse of freed inodes and a reused directory slows down run after run.
+    final class FileSet {
+        let path: String
+        let directory: FileDescriptor
+        let names: [String]
+
+        init(in path: String, count: Int) throws {
+            try makeDirectory(path)
+            self.path = path
+            directory = try attempt("open \(path)") { try FileDescriptor.open(path, flags: O_RDONLY) }
+            names = (0..<count).map { "f\($0)" }
+        }
+
+        /// Creates every file (open O_CREAT|O_EXCL, close).
+        func create() throws -> Span {
+            try timed {
+                for name in names {
+                    try Interruption.check()
+                    _ = try attempt("create \(path)/\(name)") {
+                        try FileDescriptor.open(name, relativeTo: directory.rawValue, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+                    }
+                }
+            }
+        }
+
+        /// One fstatat of every file.
+        func stat() throws -> Span {
+            var info = Glibc.stat()
+            return try timed {
+                for name in names {
+                    try Interruption.check()
+                    _ = try attempt("stat \(path)/\(name)") {
+                        try Syscall.call { fstatat(directory.rawValue, name, &info, 0) }
+                    }
+                }
+            }
+        }
+
+        /// Unlinks every file, then the directory.
+        func unlink() throws -> Span {
+            let span = try timed {
+                for name in names {
+                    try Interruption.check()
+                    _ = try attempt("unlink \(path)/\(name)") {
+                        try Syscall.call { unlinkat(directory.rawValue, name, 0) }
+                    }
+                }
+            }
+            rmdir(path)
+            return span
+        }
     }
 
-    /// In a new directory `directory`: creates `count` empty files
-    /// (open O_CREAT|O_EXCL, close), stats each, unlinks each; one timed phase
-    /// per operation. The directory must be fresh each time: ext4 without a
-    /// journal delays the reuse of freed inodes and a reused directory slows
-    /// down run after run.
-    static func createStatUnlink(in directory: String, count: Int) throws -> MetadataSpans {
-        try makeDirectory(directory)
-        defer { rmdir(directory) }
-        let dir = try attempt("open \(directory)") {
-            try FileDescriptor.open(directory, flags: O_RDONLY)
-        }
-        let names = (0..<count).map { "f\($0)" }
-
-        let create = try timed {
-            for name in names {
-                try Interruption.check()
-                _ = try attempt("create \(directory)/\(name)") {
-                    try FileDescriptor.open(name, relativeTo: dir.rawValue, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
-                }
-            }
-        }
-        var info = stat()
-        let stat = try timed {
-            for name in names {
-                try Interruption.check()
-                _ = try attempt("stat \(directory)/\(name)") {
-                    try Syscall.call { fstatat(dir.rawValue, name, &info, 0) }
-                }
-            }
-        }
-        let unlink = try timed {
-            for name in names {
-                try Interruption.check()
-                _ = try attempt("unlink \(directory)/\(name)") {
-                    try Syscall.call { unlinkat(dir.rawValue, name, 0) }
-                }
-            }
-        }
-        return MetadataSpans(create: create, stat: stat, unlink: unlink)
+    /// `count` getppid(2) calls: the cost of a bare system call, which on
+    /// this machine depends on what the CPU did just before (see
+    /// `MountBenchSuite.measureMetadata`).
+    static func bareSystemCalls(_ count: Int) -> Span {
+        timed { for _ in 0..<count { _ = getppid() } }
     }
 }
