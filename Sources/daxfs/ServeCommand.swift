@@ -174,27 +174,38 @@ final class UnixListener: Sendable {
     let path: String
 
     init(path: String, backlog: Int32 = 1) throws {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw CLIError("socket path \(path) is empty or longer than \(MemoryLayout.size(ofValue: address.sun_path) - 1) bytes")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        let capacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
+        guard !path.isEmpty, path.utf8.count < capacity else {
+            throw CLIError("socket path \(path) is empty or longer than \(capacity - 1) bytes")
         }
         var info = stat()
         if lstat(path, &info) == 0 {
             guard info.st_mode & S_IFMT == S_IFSOCK else { throw CLIError("socket path \(path) exists and is not a socket") }
             unlink(path)  // a stale socket from an earlier run
         }
+        // The path appears only once the socket listens: a frontend that
+        // connects as soon as it sees the path (as QEMU and the tests do)
+        // would otherwise get ECONNREFUSED between bind and listen. So bind
+        // a temporary name beside it, listen, then rename it into place.
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { String(path[...$0]) } ?? ""
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        var temporary = "\(directory).\(name).\(getpid())"
+        if temporary.utf8.count >= capacity { temporary = path }  // no room for a longer name: bind in place
+        unlink(temporary)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CLIError("cannot create a Unix socket: \(Errno(daxfs_errno()))") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in temporary.utf8.enumerated() { raw[index] = byte }
+        }
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard bound == 0, listen(fd, backlog) == 0 else {
+        guard bound == 0, listen(fd, backlog) == 0, temporary == path || rename(temporary, path) == 0 else {
             let error = Errno(daxfs_errno())
+            if bound == 0 && temporary != path { unlink(temporary) }
             Glibc.close(fd)
             throw CLIError("cannot listen on socket path \(path): \(error)")
         }
