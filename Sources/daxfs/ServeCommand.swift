@@ -205,7 +205,7 @@ final class UnixListener: Sendable {
         }
         guard bound == 0, listen(fd, backlog) == 0, temporary == path || rename(temporary, path) == 0 else {
             let error = Errno(daxfs_errno())
-            if bound == 0 && temporary != path { unlink(temporary) }
+            if bound == 0 { unlink(temporary) }  // ours, listening or not
             Glibc.close(fd)
             throw CLIError("cannot listen on socket path \(path): \(error)")
         }
