@@ -405,6 +405,29 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] { (0 ..< count).map { UInt8(t
         #expect(message.contains("backend refused DAX"), "\(message)")
     }
 
+    /// `daxfs client bench --quick --json` against `daxfs serve --cache-size-mib`,
+    /// two processes as a user runs them: the DAX rows and the raw
+    /// SETUPMAPPING/REMOVEMAPPING latencies are in the JSON (the raw requests
+    /// once failed with EIO against the guarded client window).
+    @Test func clientBenchAgainstServeReportsDAXFigures() throws {
+        let scratch = Scratch()
+        guard let backend = try BackendProcess.start(.daxfs, share: scratch.share, socket: scratch.socket("bench"),
+                                                     arguments: ["--cache-size-mib", "256"]) else { return }
+        defer { backend.kill() }
+        let run = try runDaxfs(["client", "--socket-path", backend.socketPath, "bench", "--quick", "--json"], timeout: 300)
+        #expect(run.status == 0, "bench exited \(run.status): \(run.stderr.suffix(2000))")
+        let last = run.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let object = try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]
+        let figures = object?["figures"] as? [String: Any] ?? [:]
+        let params = object?["params"] as? [String: Any] ?? [:]
+        #expect(params["dax"] as? Bool == true, "params: \(params)")
+        for key in ["dax_rand4k_ops", "window100_rand4k_ops", "setupmapping_p50_us", "removemapping_p50_us", "read4k_ops"] {
+            let value = (figures[key] as? NSNumber)?.doubleValue ?? 0
+            #expect(value > 0, "\(key) missing or zero in: \(last.prefix(3000))")
+        }
+        #expect((object?["ratios"] as? [String: Any])?["dax_rand4k_vs_nondax"] != nil)
+    }
+
     /// The CLI copies files in and out through daxfs (window) and the C virtiofsd (FUSE I/O).
     @Test(arguments: BackendProcess.Kind.allCases)
     func cliCopiesInAndOut(_ kind: BackendProcess.Kind) throws {
@@ -462,4 +485,28 @@ struct SplitMix {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// Runs `daxfs ARGS` with stdout and stderr in files (no pipe to fill up),
+/// killed after `timeout` seconds.
+func runDaxfs(_ arguments: [String], timeout: Double) throws -> (status: Int32, stdout: String, stderr: String) {
+    let base = FileManager.default.temporaryDirectory.appendingPathComponent("daxfs-run-\(getpid())-\(UUID().uuidString)")
+    let outURL = base.appendingPathExtension("out"), errURL = base.appendingPathExtension("err")
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: daxfsBinary())
+    process.arguments = arguments
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = try FileHandle(forWritingTo: outURL)
+    process.standardError = try FileHandle(forWritingTo: errURL)
+    try process.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    let timedOut = process.isRunning
+    if timedOut { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+    let read = { (url: URL) in String(decoding: (try? Data(contentsOf: url)) ?? Data(), as: UTF8.self) }
+    return (timedOut ? -1 : process.terminationStatus, read(outURL), (timedOut ? "timed out after \(timeout) s\n" : "") + read(errURL))
 }
