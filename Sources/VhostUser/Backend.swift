@@ -18,6 +18,11 @@ public struct FSBackendOptions: Sendable {
     public var cacheSize: UInt64 = 0
     /// Size of the direct mmap window offered in GET_SHMEM_CONFIG (shmid 1); 0 = no FUSE direct mmap.
     public var mmapWindowSize: UInt64 = 0
+    /// The virtio-fs tag answered in GET_CONFIG. As virtiofsd, the CONFIG
+    /// protocol feature is offered only with a tag (QEMU 7.1–8.0 crash on it).
+    public var tag: String?
+    /// `num_request_queues` of the config space: the request queues the guest should set up.
+    public var announcedRequestQueues = 1
     public var session = SessionOptions()
     public init() {}
 }
@@ -39,10 +44,31 @@ public final class VhostUserFSBackend: @unchecked Sendable {
 
     static let offeredFeatures = VhostUser.Feature.version1 | VhostUser.Feature.protocolFeatures
         | VhostUser.Feature.indirectDescriptors | VhostUser.Feature.eventIndex | VhostUser.Feature.notifyOnEmpty
-    static let offeredProtocolFeatures = VhostUser.ProtocolFeature.multiQueue | VhostUser.ProtocolFeature.replyAck
-        | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
-        | VhostUser.ProtocolFeature.configureMemSlots | VhostUser.ProtocolFeature.shmem
-    static let maxMemorySlots: UInt64 = 32
+    /// The protocol features offered: what is implemented and configured
+    /// (CONFIG with a tag, SHMEM with a window), never more.
+    var offeredProtocolFeatures: UInt64 {
+        typealias P = VhostUser.ProtocolFeature
+        var bits = P.multiQueue | P.replyAck | P.backendRequest | P.backendSendFD | P.configureMemSlots | P.resetDevice
+        if options.tag != nil { bits |= P.config }
+        if options.cacheSize > 0 || options.mmapWindowSize > 0 { bits |= P.shmem }
+        precondition(bits & ~P.implementedByBackend == 0, "offering a protocol feature daxfs does not implement")
+        return bits
+    }
+    /// Memory slots the frontend may use. QEMU 11.1 gives every SHMEM_MAP of
+    /// the DAX window a slot of its own (ADD_MEM_REG), so this bounds the live
+    /// mappings too; 509 is rust-vmm's figure (QEMU's VHOST_USER_MAX_RAM_SLOTS is 512).
+    static let maxMemorySlots: UInt64 = 509
+    /// virtio_fs_config: {u8 tag[36]; le32 num_request_queues}.
+    static let tagCapacity = 36
+    /// VHOST_USER_MAX_CONFIG_SIZE.
+    static let maxConfigSize = 256
+
+    /// The virtio-fs config space.
+    var configSpace: [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Self.tagCapacity)
+        for (index, byte) in (options.tag ?? "").utf8.prefix(Self.tagCapacity).enumerated() { bytes[index] = byte }
+        return bytes + .le(UInt32(clamping: max(1, options.announcedRequestQueues)))
+    }
 
     /// Serves one connected frontend until it disconnects or breaks the
     /// protocol; every queue is stopped and the session ended on return.
@@ -118,9 +144,9 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                 }
                 features = value
             case .getProtocolFeatures:
-                return .le(VhostUserFSBackend.offeredProtocolFeatures)
+                return .le(backend.offeredProtocolFeatures)
             case .setProtocolFeatures:
-                protocolFeatures = try u64(message) & VhostUserFSBackend.offeredProtocolFeatures
+                protocolFeatures = try u64(message) & backend.offeredProtocolFeatures
             case .setOwner:
                 break
             case .resetOwner, .resetDevice:
@@ -197,14 +223,41 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                 var payload: [UInt8] = .le(UInt32(regions), UInt32(0))
                 for size in sizes { payload += .le(size) }
                 return payload
+            case .getConfig:
+                return try config(message)
+            case .setConfig:
+                // The virtio-fs config space is read-only for the driver.
+                logger.warning("vhost-user: SET_CONFIG refused: the virtio-fs config space (tag, queues) is read-only")
+                throw .system(.permissionDenied)
             case .setStatus, .getStatus, .setLogBase, .setLogFD, .sendRARP, .netSetMTU, .iotlbMessage, .setVringEndian,
-                 .getConfig, .setConfig, .postcopyAdvise, .postcopyListen, .postcopyEnd, .getInflightFD, .setInflightFD, .vringKick:
+                 .postcopyAdvise, .postcopyListen, .postcopyEnd, .getInflightFD, .setInflightFD, .vringKick:
                 // Not offered; a frontend that sends them anyway gets a failure, not a crash.
                 logger.warning("vhost-user: \(request) is not supported")
                 if request == .getStatus { return .le(UInt8(0)) }
                 throw .system(.notImplemented)
             }
             return nil
+        }
+
+        /// GET_CONFIG: `VhostUserConfig` {u32 offset, u32 size, u32 flags, u8 payload[size]},
+        /// answered with the same header and that slice of the config space
+        /// (zeros past its end). A size beyond VHOST_USER_MAX_CONFIG_SIZE or a
+        /// frontend that did not negotiate CONFIG gets an empty answer, which
+        /// QEMU reports as a failed read.
+        private func config(_ message: borrowing VhostMessage) throws(VhostError) -> [UInt8] {
+            let (offset, size, flags) = try message.withReaderSystem { r throws(WireError) in
+                let o = try r.u32(), s = try r.u32(), f = try r.u32()
+                return (o, s, f)
+            }
+            let space = backend.configSpace
+            guard protocolFeatures & VhostUser.ProtocolFeature.config != 0, Int(size) <= VhostUserFSBackend.maxConfigSize,
+                  Int(offset) <= VhostUserFSBackend.maxConfigSize else {
+                logger.warning("vhost-user: GET_CONFIG of \(size) bytes at \(offset) refused")
+                return .le(offset, UInt32(0), flags)
+            }
+            var payload: [UInt8] = .le(offset, size, flags)
+            for index in Int(offset) ..< Int(offset) + Int(size) { payload.append(index < space.count ? space[index] : 0) }
+            return payload
         }
 
         // MARK: Memory

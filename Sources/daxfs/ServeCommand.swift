@@ -30,6 +30,10 @@ struct ServeCommand: ParsableCommand {
     var mapAlignment: UInt16?
     @Option(help: "DAX cache window offered to the frontend in GET_SHMEM_CONFIG, in MiB; 0 = no DAX.")
     var cacheSizeMib: UInt64 = 0
+    @Option(help: "The virtio-fs tag answered in GET_CONFIG (offering VHOST_USER_PROTOCOL_F_CONFIG, as virtiofsd does with --tag); frontends that read the config space from the backend, such as QEMU's vhost-user-test-device-pci with a DAX window, need it. At most 36 bytes.")
+    var tag: String?
+    @Option(help: "Request queues announced in the config space with --tag (num_request_queues); the frontend may still set up to 16.")
+    var requestQueues = 1
     @Option(help: "Microseconds each queue thread spins for new requests before sleeping; trades CPU for latency.")
     var pollUs = 50
     @Flag(help: "Keep listening for the next frontend after one disconnects (default: exit).") var keepListening = false
@@ -70,6 +74,12 @@ struct ServeCommand: ParsableCommand {
         }
         guard threadPoolSize >= 0 else { throw CLIError("--thread-pool-size must not be negative") }
         guard maxFrontends >= 1 else { throw CLIError("--max-frontends must be at least 1") }
+        if let tag, tag.isEmpty || tag.utf8.count > 36 || tag.utf8.contains(0) {
+            throw CLIError("--tag must be 1 to 36 bytes without NUL, not \(tag.utf8.count) bytes")
+        }
+        guard (1 ... 16).contains(requestQueues) else { throw CLIError("--request-queues must be between 1 and 16") }
+        let mmapWindow = mmapWindowMib ?? (ringFile.isEmpty && privateRingFile.isEmpty ? 0 : 64)
+        try checkWindowSizes(cacheMiB: cacheSizeMib, mmapMiB: mmapWindow)
         let rings = try makeRingFiles(sharedDir)
 
         var fsOptions = PassthroughFS.Options()
@@ -92,7 +102,9 @@ struct ServeCommand: ParsableCommand {
         options.threadPoolSize = threadPoolSize
         options.pollMicroseconds = max(0, pollUs)
         options.cacheSize = cacheSizeMib << 20
-        options.mmapWindowSize = (mmapWindowMib ?? (rings == nil ? 0 : 64)) << 20
+        options.mmapWindowSize = mmapWindow << 20
+        options.tag = tag
+        options.announcedRequestQueues = requestQueues
         options.session.mapAlignmentLog2 = mapAlignment
         let options2 = fsOptions
         let backend = VhostUserFSBackend(options: options, logger: logger) { () throws(Errno) -> any FileSystem in
@@ -147,6 +159,23 @@ struct ServeCommand: ParsableCommand {
             }
         }
         for thread in threads { thread.join() }
+    }
+
+    /// QEMU puts every shared-memory region of a device in one PCI BAR and
+    /// aborts (an assertion in pci_register_bar) unless the regions add up to
+    /// a power of two; each must also be a whole number of pages, which MiB
+    /// always are. Refused here, in words, instead of killing the VM at start.
+    private func checkWindowSizes(cacheMiB: UInt64, mmapMiB: UInt64) throws {
+        for (name, value) in [("--cache-size-mib", cacheMiB), ("--mmap-window-mib", mmapMiB)] where value > (1 << 24) {
+            throw CLIError("\(name) \(value) is larger than 16 TiB")
+        }
+        let total = cacheMiB + mmapMiB
+        guard total == 0 || total & (total - 1) == 0 else {
+            let both = cacheMiB > 0 && mmapMiB > 0
+            throw CLIError("the shared-memory windows must add up to a power of two MiB (QEMU aborts otherwise): "
+                + (both ? "--cache-size-mib \(cacheMiB) + --mmap-window-mib \(mmapMiB) = \(total) MiB" : "\(total) MiB")
+                + "; try \(1 << (64 - (total - 1).leadingZeroBitCount)) MiB in all")
+        }
     }
 
     /// The ring files of --ring-file and --private-ring-file, or nil.
