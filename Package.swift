@@ -51,8 +51,13 @@ let package = Package(
             "Virtio", "FUSEServer", "FUSEABI", "HostSystem", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Host files as QEMU 11.1 can map them: a private passthrough FUSE mount.
+        .target(name: "MappingShadow", dependencies: [
+            "DevFUSE", "FUSEServer", "FUSEABI", "HostSystem", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "daxfs", dependencies: [
-            "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem", "DAX", "DaxClient", "VhostUser",
+            "MappingShadow", "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem", "DAX", "DaxClient", "VhostUser",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -61,7 +66,7 @@ let package = Package(
         .testTarget(name: "PassthroughFSTests", dependencies: ["PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "DAXTests", dependencies: ["DAX", "DaxClient", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "MountTests", dependencies: ["HostSystem", "CLinux"]),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Virtio", "DaxClient", "DAX", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "MappingShadow", "Virtio", "DaxClient", "DAX", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "GuestTests", dependencies: ["HostSystem"]),
     ],
     swiftLanguageModes: [.v6]

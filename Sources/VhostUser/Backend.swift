@@ -23,6 +23,9 @@ public struct FSBackendOptions: Sendable {
     public var tag: String?
     /// `num_request_queues` of the config space: the request queues the guest should set up.
     public var announcedRequestQueues = 1
+    /// Where DAX mappings get descriptors QEMU can map (see `MappableFileSource`);
+    /// nil hands the frontend the host file itself.
+    public var mappableFiles: (any MappableFileSource)?
     public var session = SessionOptions()
     public init() {}
 }
@@ -93,7 +96,9 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         let backend: VhostUserFSBackend
         var features: UInt64 = 0
         var protocolFeatures: UInt64 = 0
-        var memory = GuestMemory.empty
+        /// The guest memory table; queues read it as it changes.
+        let memoryTable = MemoryTable()
+        var memory: GuestMemory { memoryTable.current }
         var vrings: [Vring]
         var backendChannelFD: Int32?
         var device: FSDevice?
@@ -291,12 +296,10 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             }
         }
 
-        /// Installs a new table; running queues restart on it where they were.
+        /// Installs a new table without stopping the queues (see `MemoryTable`):
+        /// requests in flight finish on the table they started with.
         private func replaceMemory(_ new: GuestMemory) throws(VhostError) {
-            let running = vrings.indices.filter { vrings[$0].runner != nil }
-            for index in running { vrings[index].base = stop(index) }
-            memory = new
-            for index in running { try start(index) }
+            memoryTable.replace(with: new)
         }
 
         // MARK: Queues
@@ -317,13 +320,15 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             let vring = vrings[index]
             guard vring.runner == nil, let kick = vring.kick, let addresses = vring.addresses, vring.size > 0 else { return }
             let layout = SplitQueue.layout(size: vring.size)
+            let memory = self.memory
             guard let descriptors = memory.translateUser(addresses.descriptors, length: layout.descriptors),
                   let available = memory.translateUser(addresses.available, length: layout.available),
                   let used = memory.translateUser(addresses.used, length: layout.used) else {
                 throw .protocolViolation("queue \(index) addresses are not inside guest memory")
             }
             let device = try ensureDevice()
-            let ring = SplitQueue(size: vring.size, descriptors: descriptors, available: available, used: used, memory: memory,
+            let ring = SplitQueue(size: vring.size, descriptors: descriptors, available: available, used: used,
+                                  memory: memoryTable, ringMemory: memory,
                                   eventIndex: features & VhostUser.Feature.eventIndex != 0, nextAvailable: vring.base)
             let queue = RunningQueue(index: index, ring: ring, call: vring.call)
             do throws(Errno) {
@@ -368,7 +373,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             if protocolFeatures & daxFeatures == daxFeatures, let fd = backendChannelFD {
                 let line = BackendRequestLine(fd: dup(fd))
                 if backend.options.cacheSize > 0 {
-                    window = BackendChannel(line: line, shmid: VhostUser.cacheWindowID, windowSize: backend.options.cacheSize)
+                    window = BackendChannel(line: line, shmid: VhostUser.cacheWindowID, windowSize: backend.options.cacheSize,
+                                            files: backend.options.mappableFiles)
                     logger.info("DAX window of \(backend.options.cacheSize >> 20) MiB through SHMEM_MAP/SHMEM_UNMAP")
                 }
                 if backend.options.mmapWindowSize > 0 {

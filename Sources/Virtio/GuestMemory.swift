@@ -85,3 +85,21 @@ public final class GuestMemory: Sendable {
         GuestMemory(regions: regions.filter { !($0.guestAddress == guestAddress && $0.size == size) })
     }
 }
+
+/// The memory table a running device reads, replaced as a whole when the
+/// frontend changes it (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG). Queue
+/// threads take a snapshot per descriptor chain and the chain keeps it, so a
+/// replaced region stays mapped until the last request that translated an
+/// address into it is done. The frontend is answered at once: QEMU 11.1
+/// changes the table for every DAX mapping and waits for that answer before
+/// it answers the backend request a queue thread may be waiting on, so the
+/// control thread must never wait for a queue.
+public final class MemoryTable: Sendable {
+    private let table: Locked<GuestMemory>
+
+    public init(_ memory: GuestMemory = .empty) { table = Locked(memory) }
+
+    public var current: GuestMemory { table.withLock { $0 } }
+
+    public func replace(with memory: GuestMemory) { table.withLock { $0 = memory } }
+}

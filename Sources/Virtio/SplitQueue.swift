@@ -31,6 +31,8 @@ public struct GuestBuffer: @unchecked Sendable {
 /// request) followed by device-writable ones (room for the reply).
 public struct DescriptorChain: Sendable {
     public let head: UInt16
+    /// The memory table the buffers were translated in, kept mapped while the chain lives.
+    public let memory: GuestMemory
     public var readable: [GuestBuffer] = []
     public var writable: [GuestBuffer] = []
     public var readableLength = 0
@@ -71,7 +73,10 @@ public final class SplitQueue: @unchecked Sendable {
     let descriptors: UnsafeMutableRawPointer
     let available: UnsafeMutableRawPointer
     let used: UnsafeMutableRawPointer
-    let memory: GuestMemory
+    /// Where descriptors are translated: the table of the moment.
+    let memory: MemoryTable
+    /// The table the three ring pointers came from, kept mapped as long as the queue runs.
+    let ringMemory: GuestMemory
     /// VIRTIO_RING_F_EVENT_IDX negotiated.
     let eventIndex: Bool
     public private(set) var nextAvailable: UInt16
@@ -89,12 +94,13 @@ public final class SplitQueue: @unchecked Sendable {
     }
 
     public init(size: UInt16, descriptors: UnsafeMutableRawPointer, available: UnsafeMutableRawPointer, used: UnsafeMutableRawPointer,
-                memory: GuestMemory, eventIndex: Bool, nextAvailable: UInt16) {
+                memory: MemoryTable, ringMemory: GuestMemory, eventIndex: Bool, nextAvailable: UInt16) {
         self.size = size
         self.descriptors = descriptors
         self.available = available
         self.used = used
         self.memory = memory
+        self.ringMemory = ringMemory
         self.eventIndex = eventIndex
         self.nextAvailable = nextAvailable
         nextUsed = daxfs_load_acquire_u16(used + 2)
@@ -115,7 +121,7 @@ public final class SplitQueue: @unchecked Sendable {
         let head = UInt16(littleEndian: available.loadUnaligned(fromByteOffset: 4 + 2 * slot, as: UInt16.self))
         nextAvailable &+= 1
         do throws(ChainError) {
-            return .chain(try walk(head: head))
+            return .chain(try walk(head: head, memory: memory.current))
         } catch {
             return .broken(head: head, error)
         }
@@ -162,9 +168,9 @@ public final class SplitQueue: @unchecked Sendable {
         return (nextUsed &- usedEvent &- 1) < (nextUsed &- old)
     }
 
-    private func walk(head: UInt16) throws(ChainError) -> DescriptorChain {
+    private func walk(head: UInt16, memory: GuestMemory) throws(ChainError) -> DescriptorChain {
         guard head < size else { throw .headOutOfRange(head) }
-        var chain = DescriptorChain(head: head)
+        var chain = DescriptorChain(head: head, memory: memory)
         var table = descriptors
         var tableSize = Int(size)
         var index = Int(head)

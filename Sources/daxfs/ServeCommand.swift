@@ -4,6 +4,7 @@ import FUSEServer
 import Glibc
 import HostSystem
 import Logging
+import MappingShadow
 import PassthroughFS
 import Synchronization
 import VhostUser
@@ -106,6 +107,13 @@ struct ServeCommand: ParsableCommand {
         options.tag = tag
         options.announcedRequestQueues = requestQueues
         options.session.mapAlignmentLog2 = mapAlignment
+        if cacheSizeMib > 0 {
+            do {
+                options.mappableFiles = try MappingShadow(logger: logger)
+            } catch {
+                logger.warning("\(error): QEMU 11.1 will refuse to map the last partial page of files and read-only mappings (the guest sees EIO there); daxfs client frontends are not affected")
+            }
+        }
         let options2 = fsOptions
         let backend = VhostUserFSBackend(options: options, logger: logger) { () throws(Errno) -> any FileSystem in
             try PassthroughFS(root: root, options: options2)
@@ -259,3 +267,5 @@ final class UnixListener: Sendable {
         unlink(path)
     }
 }
+
+extension MappingShadow: MappableFileSource {}

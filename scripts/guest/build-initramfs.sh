@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds (once, cached) an uncompressed initramfs for the virtio-fs guest tests:
 # static busybox, the Debian kernel's virtio-pci/virtiofs modules, fio and
-# setfattr/getfattr with every library they link, and init.sh + check.sh.
+# setfattr/getfattr with every library they link, init.sh, the check scripts
+# (check*.sh) and daxtool (daxtool.c compiled with gcc -static; skipped with a
+# warning when gcc is missing, which only check-dax.sh needs).
 # Usage: build-initramfs.sh [KERNEL_VERSION]   Prints the initramfs path.
 # The cache key covers the kernel version and the contents of this directory's
 # scripts, so editing the guest scripts rebuilds it. DAXFS_GUEST_CACHE overrides
@@ -10,7 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kver=${1:-$(ls /lib/modules | sort -V | tail -1)}
 cache=${DAXFS_GUEST_CACHE:-/tmp/daxfs-guest-cache}
-key=$(cat "$here/build-initramfs.sh" "$here/init.sh" "$here/check.sh" | sha256sum | cut -c1-12)
+key=$( (cat "$here/build-initramfs.sh" "$here/init.sh" "$here"/check*.sh "$here/daxtool.c"; command -v gcc || true) |
+    sha256sum | cut -c1-12)
 out=$cache/initramfs-$kver-$key.cpio
 [ -s "$out" ] && { echo "$out"; exit 0; }
 
@@ -77,7 +80,13 @@ for rel in "${order[@]}"; do
 done
 
 install -m 755 "$here/init.sh" "$root/init"
-install -m 755 "$here/check.sh" "$root/check.sh"
+for check in "$here"/check*.sh; do install -m 755 "$check" "$root/$(basename "$check")"; done
+if command -v gcc >/dev/null; then
+    gcc -static -O2 -Wall -o "$root/usr/bin/daxtool" "$here/daxtool.c" \
+        || { echo "build-initramfs: gcc -static daxtool.c failed (libc6-dev?)" >&2; exit 1; }
+else
+    echo "build-initramfs: warning: no gcc, so no daxtool (check-dax.sh needs it)" >&2
+fi
 
 tmp=$(mktemp "$cache/initramfs.XXXXXX")
 trap 'rm -rf "$root" "$tmp"' EXIT
