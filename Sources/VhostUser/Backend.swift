@@ -102,6 +102,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         var vrings: [Vring]
         var backendChannelFD: Int32?
         var device: FSDevice?
+        /// The device's backend request line, closed while the device is stopped.
+        var backendLine: BackendRequestLine?
 
         init(socket: MessageSocket, backend: VhostUserFSBackend) {
             self.socket = socket
@@ -155,6 +157,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             case .setOwner:
                 break
             case .resetOwner, .resetDevice:
+                backendLine?.close()
                 stopAll()
                 features = 0
             case .getQueueNum:
@@ -193,6 +196,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                 vrings[index].base = UInt16(base)
             case .getVringBase:
                 let index = try vringIndex(UInt64(try message.withReaderSystem { r throws(WireError) in try r.u32() }))
+                // The device is stopping: no backend request may reach QEMU from now on.
+                backendLine?.close()
                 let next = stop(index)
                 vrings[index].kick = nil
                 return .le(UInt32(index), UInt32(next))
@@ -214,7 +219,9 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             case .setVringEnable:
                 let (index, value) = try vringState(message)
                 vrings[index].enabled = value != 0
+                if value == 0 { backendLine?.close() }
                 vrings[index].runner?.setEnabled(value != 0)
+                if value != 0 && vrings[index].runner != nil { backendLine?.reopen() }
             case .setBackendReqFD:
                 guard let fd = message.takeFD() else { throw .system(.badFileDescriptor) }
                 if let old = backendChannelFD { Syscall.close(old) }
@@ -331,6 +338,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                                   memory: memoryTable, ringMemory: memory,
                                   eventIndex: features & VhostUser.Feature.eventIndex != 0, nextAvailable: vring.base)
             let queue = RunningQueue(index: index, ring: ring, call: vring.call)
+            if vring.enabled { backendLine?.reopen() }
             do throws(Errno) {
                 vrings[index].runner = try QueueRunner(queue: queue, kick: kick, enabled: vring.enabled, handler: device, logger: logger,
                                                        pollMicroseconds: backend.options.pollMicroseconds)
@@ -353,6 +361,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             device?.shutdown()
             device?.session.end()
             device = nil
+            backendLine = nil
         }
 
         func tearDown() {
@@ -372,9 +381,11 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             let daxFeatures = VhostUser.ProtocolFeature.shmem | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
             if protocolFeatures & daxFeatures == daxFeatures, let fd = backendChannelFD {
                 let line = BackendRequestLine(fd: dup(fd))
+                backendLine = line
+                let table = memoryTable
                 if backend.options.cacheSize > 0 {
                     window = BackendChannel(line: line, shmid: VhostUser.cacheWindowID, windowSize: backend.options.cacheSize,
-                                            files: backend.options.mappableFiles)
+                                            files: backend.options.mappableFiles, slotsInUse: { table.current.regions.count })
                     logger.info("DAX window of \(backend.options.cacheSize >> 20) MiB through SHMEM_MAP/SHMEM_UNMAP")
                 }
                 if backend.options.mmapWindowSize > 0 {

@@ -1,3 +1,4 @@
+import CLinux
 import FUSEServer
 import Glibc
 import HostSystem
@@ -30,11 +31,22 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// Descriptors from `files` by host file, shared by that file's mappings.
     private let mappable = Locked<[MappedFile: SharedDescriptor]>([:])
 
-    init(line: BackendRequestLine, shmid: UInt8, windowSize: UInt64, files: (any MappableFileSource)? = nil) {
+    /// Memory slots the frontend uses now (the regions of its memory table).
+    private let slotsInUse: (@Sendable () -> Int)?
+
+    /// QEMU 11.1 gives every mapping a memory slot of the vhost device and
+    /// aborts (an assertion) past VHOST_USER_MAX_RAM_SLOTS = 512; it checks
+    /// the limit the backend states only at start. So the backend stops
+    /// mapping short of it, keeping a few slots for guest RAM changes.
+    static let memorySlotCeiling = 500
+
+    init(line: BackendRequestLine, shmid: UInt8, windowSize: UInt64, files: (any MappableFileSource)? = nil,
+         slotsInUse: (@Sendable () -> Int)? = nil) {
         self.line = line
         self.shmid = shmid
         self.windowSize = windowSize
         self.files = files
+        self.slotsInUse = slotsInUse
     }
 
     func map(fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
@@ -83,18 +95,37 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
 
     /// Applies `steps` in order; the first failure stops, with the table
     /// saying what the frontend holds.
+    ///
+    /// The table heals where it disagrees with the frontend (QEMU drops every
+    /// mapping on a device reset, which the backend is not always told of):
+    /// an unmap the frontend refuses means it holds no such mapping; a map it
+    /// refuses is tried once more after unmapping that exact range.
     private func run(_ steps: [WindowStep], on mappings: inout WindowMappings) throws(Errno) {
         for step in steps {
             switch step {
             case .unmap(let old):
-                try line.request(.shmemUnmap, payload: payload(fileOffset: 0, windowOffset: old.windowOffset, length: old.length, flags: 0), fd: nil)
+                do throws(Errno) { try sendUnmap(old.windowOffset, old.length) } catch where error == .io {}
             case .map(let new):
-                let flags = new.writable ? VhostUser.shmemMapReadWrite : 0
-                try line.request(.shmemMap, payload: payload(fileOffset: new.fileOffset, windowOffset: new.windowOffset, length: new.length, flags: flags),
-                                 fd: new.descriptor.rawValue)
+                if let slotsInUse, slotsInUse() >= Self.memorySlotCeiling { throw .noSpace }
+                do throws(Errno) {
+                    try sendMap(new)
+                } catch where error == .io {
+                    try? sendUnmap(new.windowOffset, new.length)
+                    try sendMap(new)
+                }
             }
             mappings.applied(step)
         }
+    }
+
+    private func sendMap(_ new: FrontendMapping) throws(Errno) {
+        let flags = new.writable ? VhostUser.shmemMapReadWrite : 0
+        try line.request(.shmemMap, payload: payload(fileOffset: new.fileOffset, windowOffset: new.windowOffset, length: new.length, flags: flags),
+                         fd: new.descriptor.rawValue)
+    }
+
+    private func sendUnmap(_ windowOffset: UInt64, _ length: UInt64) throws(Errno) {
+        try line.request(.shmemUnmap, payload: payload(fileOffset: 0, windowOffset: windowOffset, length: length, flags: 0), fd: nil)
     }
 
     /// Mappable descriptors kept beyond those live mappings use: a file
@@ -115,31 +146,79 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
 }
 
 /// The backend request channel, shared by the windows that use it.
+///
+/// It is closed while the device is stopped: QEMU 11.1 handles SHMEM_MAP and
+/// SHMEM_UNMAP through the started device and dies (a NULL dereference) on
+/// one that arrives before the driver is up or after a stop. So no request is
+/// sent while closed (it fails with EBUSY), and closing releases a request
+/// waiting for its reply — the frontend may be waiting for the control
+/// thread meanwhile — whose late reply is then skipped.
 final class BackendRequestLine: @unchecked Sendable {
     private let socket: MessageSocket
     private let owner: SharedDescriptor
     /// One request at a time: replies carry no id.
     private let lock = Locked(())
+    private let gate = Locked(Gate())
+    /// Written by `close` to wake a request waiting for its reply.
+    private let wake: SharedDescriptor
+
+    private struct Gate {
+        var open = true
+        /// Replies still to come for requests given up on.
+        var staleReplies = 0
+    }
 
     init(fd: Int32) {
         owner = SharedDescriptor(adopting: fd)
         socket = MessageSocket(fd: fd)
+        wake = SharedDescriptor(adopting: daxfs_eventfd(0, DAXFS_EFD_CLOEXEC))
     }
 
+    /// The device stopped: refuse new requests, release a waiting one.
+    func close() {
+        gate.withLock { $0.open = false }
+        var one: UInt64 = 1
+        _ = Glibc.write(wake.rawValue, &one, 8)
+    }
+
+    /// The device runs again.
+    func reopen() {
+        gate.withLock { $0.open = true }
+    }
+
+    var isOpen: Bool { gate.withLock { $0.open } }
+
+    /// Sends `request` and waits for the frontend's answer. Throws EIO when
+    /// the frontend refused it, EBUSY when the device is stopped (nothing
+    /// sent, or given up on), ENOTCONN when the channel is gone.
     func request(_ request: VhostUser.BackendRequest, payload: [UInt8], fd: Int32?) throws(Errno) {
         try lock.withLock { _ throws(Errno) in
+            guard isOpen else { throw .busy }
             do throws(VhostError) {
                 try socket.send(request: request.rawValue, flags: VhostUser.version | VhostUser.needReplyFlag,
                                 payload: payload, fds: fd.map { [$0] } ?? [])
-                // The frontend answers within microseconds when its client
-                // thread is spinning: look for the reply before sleeping.
-                socket.spinUntilReadable(nanoseconds: 200_000)
-                let reply = try socket.receive()
-                guard reply.request == request.rawValue, reply.flags & VhostUser.replyFlag != 0, reply.payload.count >= 8 else {
-                    throw VhostError.protocolViolation("bad reply to backend request \(request)")
+                while true {
+                    // The frontend answers within microseconds when its client
+                    // thread is spinning: look for the reply before sleeping.
+                    socket.spinUntilReadable(nanoseconds: 200_000)
+                    guard waitForReply() else {
+                        gate.withLock { $0.staleReplies += 1 }
+                        throw VhostError.system(.busy)
+                    }
+                    let reply = try socket.receive()
+                    let skip = gate.withLock { gate in
+                        guard gate.staleReplies > 0 else { return false }
+                        gate.staleReplies -= 1
+                        return true
+                    }
+                    if skip { continue }
+                    guard reply.request == request.rawValue, reply.flags & VhostUser.replyFlag != 0, reply.payload.count >= 8 else {
+                        throw VhostError.protocolViolation("bad reply to backend request \(request)")
+                    }
+                    let status = reply.payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+                    if status != 0 { throw VhostError.system(.io) }
+                    return
                 }
-                let status = reply.payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
-                if status != 0 { throw VhostError.system(.io) }
             } catch {
                 switch error {
                 case .disconnected: throw .notConnected
@@ -147,6 +226,23 @@ final class BackendRequestLine: @unchecked Sendable {
                 case .protocolViolation: throw .protocolError
                 }
             }
+        }
+    }
+
+    /// Sleeps until a reply can be read (true) or the line is closed (false).
+    private func waitForReply() -> Bool {
+        var fds = [pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.rawValue, events: Int16(POLLIN), revents: 0)]
+        while true {
+            fds[0].revents = 0
+            fds[1].revents = 0
+            let ready = poll(&fds, 2, -1)
+            if ready < 0 { if daxfs_errno() == EINTR { continue }; return true }  // let receive report it
+            if fds[1].revents != 0 {
+                var counter: UInt64 = 0
+                _ = Glibc.read(wake.rawValue, &counter, 8)
+                if !isOpen { return false }
+            }
+            if fds[0].revents != 0 { return true }
         }
     }
 }
