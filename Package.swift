@@ -53,7 +53,7 @@ let package = Package(
         ]),
         // Host files as QEMU 11.1 can map them: a private passthrough FUSE mount.
         .target(name: "MappingShadow", dependencies: [
-            "DevFUSE", "FUSEServer", "FUSEABI", "HostSystem", "CLinux",
+            "DevFUSE", "VhostUser", "FUSEServer", "FUSEABI", "HostSystem", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "daxfs", dependencies: [

@@ -6,6 +6,7 @@ import Glibc
 import HostSystem
 import Logging
 import Synchronization
+import VhostUser
 
 /// Read-write descriptors of host files that report a size no mapping can
 /// exceed, for frontends that check a file's size before they map it.
@@ -26,7 +27,7 @@ import Synchronization
 ///
 /// The mount is detached right after it is made (umount2 MNT_DETACH): only
 /// this process reaches it, through the root descriptor it keeps.
-public final class MappingShadow: @unchecked Sendable {
+public final class MappingShadow: MappableFileSource, @unchecked Sendable {
     /// What lseek(SEEK_END) and fstat report for every file: page aligned, below MAX_LFS_FILESIZE.
     public static let reportedSize: UInt64 = 1 << 62
 

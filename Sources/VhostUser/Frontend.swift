@@ -21,6 +21,12 @@ public final class VhostUserFrontend: @unchecked Sendable {
         public var queueSize: UInt16 = 128
         /// Request queues wanted (the backend may offer fewer).
         public var requestQueues = 1
+        /// Act as QEMU 11.1 does with a DAX window: every SHMEM_MAP/SHMEM_UNMAP
+        /// also becomes an ADD_MEM_REG/REM_MEM_REG of that range to the
+        /// backend, on the main socket, answered before the backend request
+        /// is. A backend whose control thread waits for a queue thread that
+        /// waits for the SHMEM answer deadlocks here (tests use this).
+        public var mirrorMappingsInMemoryTable = false
         public init() {}
     }
 
@@ -63,6 +69,7 @@ public final class VhostUserFrontend: @unchecked Sendable {
             let offeredProtocol = try Self.u64(socket, .getProtocolFeatures)
             let wantedProtocol = VhostUser.ProtocolFeature.multiQueue | VhostUser.ProtocolFeature.replyAck
                 | VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD
+                | (options.mirrorMappingsInMemoryTable ? VhostUser.ProtocolFeature.configureMemSlots : 0)
                 | (makeWindow != nil || makeMmapWindow != nil ? VhostUser.ProtocolFeature.shmem : 0)
             negotiated = offeredProtocol & wantedProtocol
         }
@@ -154,7 +161,9 @@ public final class VhostUserFrontend: @unchecked Sendable {
             var windows: [UInt8: any WindowMapper] = [:]
             windows[VhostUser.cacheWindowID] = window
             windows[VhostUser.mmapWindowID] = mmapWindow
-            let handler = BackendRequestHandler(socket: MessageSocket(fd: backendSocket), windows: windows, logger: logger)
+            let mirror = options.mirrorMappingsInMemoryTable && negotiated & VhostUser.ProtocolFeature.configureMemSlots != 0
+            let handler = BackendRequestHandler(socket: MessageSocket(fd: backendSocket), windows: windows, logger: logger,
+                                                mirror: mirror ? MemoryTableMirror(socket: socket, ack: ack) : nil)
             backendHandler = handler
             backendThread = try? OSThread(name: "daxfs-backend-req") { handler.run() }
         }
@@ -267,8 +276,10 @@ final class BackendRequestHandler: @unchecked Sendable {
     let windows: [UInt8: any WindowMapper]
     let logger: Logger
 
-    init(socket: MessageSocket, windows: [UInt8: any WindowMapper], logger: Logger) {
-        self.socket = socket; self.windows = windows; self.logger = logger
+    let mirror: MemoryTableMirror?
+
+    init(socket: MessageSocket, windows: [UInt8: any WindowMapper], logger: Logger, mirror: MemoryTableMirror? = nil) {
+        self.socket = socket; self.windows = windows; self.logger = logger; self.mirror = mirror
     }
 
     /// One reader at a time: the dedicated thread, or a client thread that is spinning anyway.
@@ -346,6 +357,7 @@ final class BackendRequestHandler: @unchecked Sendable {
         try rules.checkWindowRange(offset: windowOffset, length: length)
         if request == .shmemUnmap {
             try window.unmap(windowOffset: windowOffset, length: length)
+            try mirror?.removed(shmid: shmid, windowOffset: windowOffset, length: length)
             return
         }
         guard flags & ~VhostUser.shmemMapReadWrite == 0 else { throw .invalidArgument }
@@ -354,5 +366,35 @@ final class BackendRequestHandler: @unchecked Sendable {
         defer { Syscall.close(fd) }
         try window.map(fd: fd, fileOffset: fileOffset, windowOffset: windowOffset, length: length,
                        writable: flags & VhostUser.shmemMapReadWrite != 0)
+        try mirror?.added(shmid: shmid, windowOffset: windowOffset, length: length, fd: fd, fileOffset: fileOffset)
+    }
+}
+
+/// `Options.mirrorMappingsInMemoryTable`: each window mapping as a region of
+/// the memory table, at a made-up guest address above the guest's RAM.
+final class MemoryTableMirror: @unchecked Sendable {
+    let socket: MessageSocket
+    let ack: Bool
+    /// Where shmid N's window would sit in guest-physical space.
+    static func guestAddress(shmid: UInt8, windowOffset: UInt64) -> UInt64 { (UInt64(shmid) + 1) << 40 + windowOffset }
+
+    init(socket: MessageSocket, ack: Bool) { self.socket = socket; self.ack = ack }
+
+    /// `VhostUserMemRegMsg`: {u64 padding, {guest_phys_addr, memory_size, userspace_addr, mmap_offset}}.
+    private func region(_ shmid: UInt8, _ windowOffset: UInt64, _ length: UInt64, _ fileOffset: UInt64) -> [UInt8] {
+        let guest = Self.guestAddress(shmid: shmid, windowOffset: windowOffset)
+        return .le(UInt64(0), guest, length, guest, fileOffset)
+    }
+
+    func added(shmid: UInt8, windowOffset: UInt64, length: UInt64, fd: Int32, fileOffset: UInt64) throws(Errno) {
+        do throws(FrontendError) {
+            try VhostUserFrontend.send(socket, .addMemReg, region(shmid, windowOffset, length, fileOffset), fds: [fd], ack: ack)
+        } catch { throw .io }
+    }
+
+    func removed(shmid: UInt8, windowOffset: UInt64, length: UInt64) throws(Errno) {
+        do throws(FrontendError) {
+            try VhostUserFrontend.send(socket, .remMemReg, region(shmid, windowOffset, length, 0), ack: ack)
+        } catch { throw .io }
     }
 }

@@ -267,5 +267,3 @@ final class UnixListener: Sendable {
         unlink(path)
     }
 }
-
-extension MappingShadow: MappableFileSource {}

@@ -7,8 +7,12 @@ import Glibc
 
 /// A real Linux guest under QEMU (TCG) mounts a vhost-user-fs backend and runs
 /// scripts/guest/check.sh against it. Debian's C virtiofsd is the control;
-/// `daxfs serve` must pass the same checks. The script does the booting,
-/// timeouts and cleanup; this suite runs it per backend and reads its RESULT lines.
+/// `daxfs serve` must pass the same checks. On QEMU 11.1 (a Debian sid chroot
+/// from scripts/guest/sid-chroot.sh) the Rust virtiofsd 1.14 is the control,
+/// and `daxfs serve` with a DAX window on QEMU's generic vhost-user device runs
+/// scripts/guest/check-dax.sh under `-o dax=always`. The script does the
+/// booting, timeouts and cleanup; this suite runs it per backend and reads its
+/// RESULT lines.
 @Suite(.serialized)
 struct GuestTests {
     enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
@@ -19,8 +23,28 @@ struct GuestTests {
         /// `daxfs serve` with worker threads and two request queues (a 6.1
         /// guest sets up every queue but sends requests on the first only).
         case daxfsThreadPool = "daxfs-thread-pool"
+        /// `daxfs serve` behind QEMU 11.1 (sid chroot) and vhost-user-fs-pci.
+        case daxfsQemu11 = "daxfs-qemu11"
+        /// The Rust virtiofsd 1.14 from the sid chroot (run inside it), the
+        /// control on QEMU 11.1.
+        case virtiofsdRustQemu11 = "virtiofsd-rust-qemu11"
+        /// `daxfs serve` with a 32 MiB DAX window on QEMU 11.1's generic
+        /// vhost-user-test-device-pci, mounted with dax=always: check-dax.sh.
+        case daxfsDax = "daxfs-dax"
         var testDescription: String { rawValue }
         var requestQueues: Int { self == .daxfsThreadPool ? 2 : 1 }
+        /// Runs QEMU 11.1 from the sid chroot rather than Debian's 7.2.
+        var needsSidChroot: Bool { [.daxfsQemu11, .virtiofsdRustQemu11, .daxfsDax].contains(self) }
+        /// run-guest.sh options beyond the backend command and the timeouts.
+        var scriptArguments: [String] {
+            var arguments = ["--request-queues", String(requestQueues)]
+            if needsSidChroot { arguments += ["--qemu", "sid"] }
+            if self == .daxfsDax {
+                arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-dax.sh"]
+            }
+            return arguments
+        }
+        var expectedChecks: [String] { self == .daxfsDax ? GuestTests.expectedDaxChecks : GuestTests.expectedChecks }
     }
 
     static let repoRoot = URL(fileURLWithPath: #filePath)
@@ -36,8 +60,22 @@ struct GuestTests {
         "mount", "create", "write_read", "append", "truncate", "overwrite", "rename", "unlink",
         "mkdir", "readdir", "rmdir", "symlink", "hardlink", "chmod", "xattr",
         "host_file_before_boot", "guest_file_for_host", "big_guest_write", "big_host_read",
-        "host_file_live", "fio", "umount", "guest-finished", "host-big-sum-matches",
+        "host_file_live", "fio", "umount", "guest-finished", "qemu-exit", "host-big-sum-matches",
         "guest-big-sum-matches", "host-sees-guest-file", "backend-exit",
+    ]
+
+    /// check-dax.sh's checks (a 32 MiB window, so the 64 MiB file is read
+    /// through reclaim and REMOVEMAPPING), then the script's host-side ones:
+    /// a sha256 per host file the guest read, the guest's 32 MiB write as the
+    /// host reads it, the guest's MAP_SHARED store as the host reads it.
+    static let expectedDaxChecks = [
+        "mount", "window", "statx_dax", "small_reads", "big_read_twice", "overwrite_in_size",
+        "extending_writes", "write_32m_fsync", "mmap_write_for_host", "host_write_in_mapping",
+        "fio_psync", "fio_mmap", "fio_2jobs", "figure_dax_read", "umount_dax", "mount_nodax",
+        "figure_nodax_read", "dmesg_clean", "umount", "guest-finished", "qemu-exit",
+        "host-sum-0", "host-sum-1", "host-sum-6", "host-sum-4095", "host-sum-4096", "host-sum-4097",
+        "host-sum-2097151", "host-sum-2097153", "host-sum-64m", "guest-32m-sum-matches",
+        "host-sees-guest-mmap", "backend-exit",
     ]
 
     @Test(arguments: Backend.allCases)
@@ -46,15 +84,24 @@ struct GuestTests {
             print("skipping guest test [\(backend.rawValue)]: \(reason)")
             return
         }
-        let command = try Self.backendCommand(backend)
-        let run = try Self.runGuest(backendCommand: command, requestQueues: backend.requestQueues)
+        var chroot = ""
+        if backend.needsSidChroot {
+            switch Self.sidChroot() {
+            case .success(let path): chroot = path
+            case .failure(let error):
+                print("skipping guest test [\(backend.rawValue)]: no QEMU 11.1 chroot: \(error)")
+                return
+            }
+        }
+        let command = try Self.backendCommand(backend, chroot: chroot)
+        let run = try Self.runGuest(backendCommand: command, arguments: backend.scriptArguments)
 
         let results = Self.parseResults(run.output)
         print("guest [\(backend.rawValue)]: boot-to-poweroff \(run.bootToPoweroff ?? "?") s, exit \(run.status)")
-        for line in run.output.split(separator: "\n") where line.hasPrefix("RESULT ") {
+        for line in run.output.split(separator: "\n") where line.hasPrefix("RESULT ") || line.hasPrefix("FIGURE ") {
             print("  [\(backend.rawValue)] \(line)")
         }
-        let missing = Self.expectedChecks.filter { results[$0] == nil }
+        let missing = backend.expectedChecks.filter { results[$0] == nil }
         #expect(missing.isEmpty, "[\(backend.rawValue)] checks that did not report: \(missing.joined(separator: " "))")
         for (name, result) in results.sorted(by: { $0.key < $1.key }) {
             #expect(result.passed, "[\(backend.rawValue)] \(name) failed: \(result.detail)")
@@ -66,7 +113,9 @@ struct GuestTests {
 
     static func missingPrerequisite(for backend: Backend) -> String? {
         if getuid() != 0 { return "needs root (vhost-user memfd guest and QEMU)" }
-        if which("qemu-system-x86_64") == nil { return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)" }
+        if !backend.needsSidChroot && which("qemu-system-x86_64") == nil {
+            return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
+        }
         let kernels = (try? FileManager.default.contentsOfDirectory(atPath: "/boot")) ?? []
         if !kernels.contains(where: { $0.hasPrefix("vmlinuz-") }) {
             return "no /boot/vmlinuz-* (apt-get install linux-image-cloud-amd64)"
@@ -75,16 +124,52 @@ struct GuestTests {
         return nil
     }
 
-    /// The backend as a shell command for run-guest.sh ({socket}, {dir} filled in there).
-    static func backendCommand(_ backend: Backend) throws -> String {
+    /// The backend as a shell command for run-guest.sh ({socket}, {dir},
+    /// {chroot_socket}, {chroot_dir} filled in there). `chroot` is the sid
+    /// chroot for the backends that need it.
+    static func backendCommand(_ backend: Backend, chroot: String = "") throws -> String {
         switch backend {
         case .virtiofsd:
             return "\(virtiofsd) --socket-path={socket} -o source={dir} -o cache=auto -o xattr"
-        case .daxfs:
+        case .daxfs, .daxfsQemu11:
             return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --cache auto --xattr"
         case .daxfsThreadPool:
             return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --xattr --thread-pool-size 2"
+        case .virtiofsdRustQemu11:
+            // Its glibc is sid's, so it runs inside the chroot (in-chroot.sh mounts
+            // /proc and /dev in a private namespace); there it needs the chroot
+            // sandbox and no file handles.
+            return "'\(inChrootScript)' '\(chroot)' \(sidVirtiofsd) --socket-path={chroot_socket} "
+                + "--shared-dir={chroot_dir} --sandbox=chroot --inode-file-handles=never --cache=auto --xattr"
+        case .daxfsDax:
+            return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --cache-size-mib 32 --tag myfs"
         }
+    }
+
+    static let sidChrootScript = repoRoot.appendingPathComponent("scripts/guest/sid-chroot.sh").path
+    static let inChrootScript = repoRoot.appendingPathComponent("scripts/guest/in-chroot.sh").path
+    /// The Rust virtiofsd's path inside the sid chroot.
+    static let sidVirtiofsd = "/usr/libexec/virtiofsd"
+
+    /// The sid chroot with QEMU >= 11.1 (sid-chroot.sh makes it when missing:
+    /// debootstrap, a few minutes), or why there is none.
+    static func sidChroot() -> Result<String, GuestError> {
+        let run: Run
+        do {
+            run = try runLogged(arguments: [sidChrootScript], timeout: 2400)
+        } catch let error as GuestError {
+            return .failure(error)
+        } catch {
+            return .failure(GuestError("\(error)"))
+        }
+        let lines = run.output.split(separator: "\n").map(String.init)
+        guard run.status == 0, let path = lines.last, path.hasPrefix("/") else {
+            return .failure(GuestError(lines.suffix(3).joined(separator: " | ")))
+        }
+        if access("\(path)\(sidVirtiofsd)", X_OK) != 0 {
+            print("note: \(path) has no \(sidVirtiofsd); the Rust virtiofsd control will fail")
+        }
+        return .success(path)
     }
 
     /// DAXFS_BIN, or the `daxfs` executable beside this test binary.
@@ -112,7 +197,15 @@ struct GuestTests {
     /// Runs run-guest.sh with its output in a file (no pipe to fill up), with a
     /// deadline: on expiry SIGTERM lets the script kill QEMU and the backend,
     /// then SIGKILL follows.
-    static func runGuest(backendCommand: String, requestQueues: Int) throws -> Run {
+    static func runGuest(backendCommand: String, arguments: [String]) throws -> Run {
+        try runLogged(arguments: [runScript, "--backend-cmd", backendCommand] + arguments
+                          + ["--timeout", String(Int(guestTimeout))],
+                      timeout: scriptTimeout)
+    }
+
+    /// Runs a bash script with its output (stdout and stderr) in a file, with
+    /// a deadline (SIGTERM, 15 s grace, SIGKILL).
+    static func runLogged(arguments: [String], timeout: Double) throws -> Run {
         let logURL = FileManager.default.temporaryDirectory
             .appendingPathComponent("daxfs-guest-test-\(getpid())-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
@@ -122,14 +215,13 @@ struct GuestTests {
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [runScript, "--backend-cmd", backendCommand, "--request-queues", String(requestQueues),
-                             "--timeout", String(Int(guestTimeout))]
+        process.arguments = arguments
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
         try process.run()
 
-        let deadline = Date().addingTimeInterval(scriptTimeout)
+        let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(200_000) }
         if process.isRunning {
             process.terminate()
@@ -138,7 +230,8 @@ struct GuestTests {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
             let output = readLog(logURL)
-            throw GuestError("run-guest.sh did not finish in \(Int(scriptTimeout)) s:\n\(output.suffix(6000))")
+            let script = URL(fileURLWithPath: arguments.first ?? "script").lastPathComponent
+            throw GuestError("\(script) did not finish in \(Int(timeout)) s:\n\(output.suffix(6000))")
         }
         process.waitUntilExit()
         return Run(status: process.terminationStatus, output: readLog(logURL))

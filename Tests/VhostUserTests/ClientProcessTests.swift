@@ -80,16 +80,18 @@ struct ConnectedClient {
 }
 
 func connectClient(_ socket: String, rangeSize: UInt64 = 2 << 20, mode: DAXMode = .always, pollMicroseconds: Int = 20,
+                   mirrorMappings: Bool = false, slots: Int = 8,
                    configure: (inout DaxClient.Options) -> Void = { _ in }) throws -> ConnectedClient {
     let made = Locked<LocalWindow?>(nil)
     var frontendOptions = VhostUserFrontend.Options()
     frontendOptions.guestMemorySize = 48 << 20
+    frontendOptions.mirrorMappingsInMemoryTable = mirrorMappings
     let frontend = try VhostUserFrontend(socketPath: socket, options: frontendOptions) { size throws(Errno) in
         let window = try LocalWindow(size: size, guarded: true)
         made.withLock { $0 = window }
         return window
     }
-    let channel = try VirtioChannel(frontend: frontend, slots: 8, pollMicroseconds: pollMicroseconds)
+    let channel = try VirtioChannel(frontend: frontend, slots: slots, pollMicroseconds: pollMicroseconds)
     let window = made.withLock { $0 }
     var options = DaxClient.Options()
     options.rangeSize = rangeSize

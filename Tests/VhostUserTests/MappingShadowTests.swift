@@ -4,6 +4,7 @@ import Glibc
 import HostSystem
 import MappingShadow
 import Testing
+import VhostUser
 
 /// The mapping shadow against a real /dev/fuse mount and real host files:
 /// its descriptors pass QEMU 11.1's size check (lseek(SEEK_END) ≥ any
