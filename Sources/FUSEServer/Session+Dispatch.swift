@@ -69,7 +69,9 @@ extension FUSESession {
 
         case .setattr:
             let input = try r.read(SetattrIn.self)
-            return success(header, attrOut(try fs.setattr(ctx, node: node, setattrRequest(input))), reply)
+            let attr = try fs.setattr(ctx, node: node, setattrRequest(input))
+            if SetattrValid(rawValue: input.valid).contains(.size) { window?.fileMayHaveResized(node: node) }
+            return success(header, attrOut(attr), reply)
 
         case .readlink:
             let target = try fs.readlink(ctx, node: node)
@@ -158,6 +160,7 @@ extension FUSESession {
             let lockOwner = input.ioFlags & FUSEFlag.writeLockOwner != 0 ? input.lockOwner : nil
             let count = try fs.write(ctx, node: node, handle: FileHandle(input.fh), offset: input.offset, data: data,
                                      writeFlags: input.ioFlags, lockOwner: lockOwner)
+            window?.fileMayHaveResized(node: node)
             return success(header, U32PaddedArg(UInt32(clamping: count)), reply)
 
         case .statfs:
@@ -268,6 +271,7 @@ extension FUSESession {
         case .fallocate:
             let input = try r.read(FallocateIn.self)
             try fs.fallocate(ctx, node: node, handle: FileHandle(input.fh), offset: input.offset, length: input.length, mode: input.mode)
+            window?.fileMayHaveResized(node: node)
             return success(header, reply)
 
         case .lseek:
@@ -279,6 +283,7 @@ extension FUSESession {
             let copied = try fs.copyFileRange(ctx, nodeIn: node, handleIn: FileHandle(input.fhIn), offsetIn: input.offIn,
                                               nodeOut: NodeID(input.nodeidOut), handleOut: FileHandle(input.fhOut),
                                               offsetOut: input.offOut, length: input.len, flags: input.flags)
+            window?.fileMayHaveResized(node: NodeID(input.nodeidOut))
             if opcode == .copyFileRange64 { return success(header, U64Arg(copied), reply) }
             return success(header, U32PaddedArg(UInt32(clamping: copied)), reply)
 

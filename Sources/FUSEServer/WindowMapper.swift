@@ -13,6 +13,24 @@ public protocol WindowMapper: Sendable {
     func map(fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno)
     /// Puts inaccessible anonymous memory over [windowOffset, windowOffset+length).
     func unmap(windowOffset: UInt64, length: UInt64) throws(Errno)
+
+    /// `map` for a SETUPMAPPING of `node`: a mapper that follows the file's
+    /// size (a frontend that dies when it touches a page past the end of a
+    /// file, such as QEMU) records whose mapping it is. Default: `map`.
+    func map(node: NodeID, fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno)
+
+    /// The server just changed the size of `node`'s file, or may have (SETATTR,
+    /// WRITE, FALLOCATE, COPY_FILE_RANGE): called before the reply, so the
+    /// mappings are right when the client learns the new size. Default: nothing.
+    func fileMayHaveResized(node: NodeID)
+}
+
+extension WindowMapper {
+    public func map(node: NodeID, fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
+        try map(fd: fd, fileOffset: fileOffset, windowOffset: windowOffset, length: length, writable: writable)
+    }
+
+    public func fileMayHaveResized(node: NodeID) {}
 }
 
 /// The checks a SETUPMAPPING/REMOVEMAPPING range must pass, whichever side
@@ -56,7 +74,8 @@ extension FUSESession {
         // Linux always sends fh = -1: the server reopens the inode itself.
         let handle = input.fh == UInt64.max ? nil : FileHandle(input.fh)
         let descriptor = try fileSystem.mappingDescriptor(ctx, node: node, handle: handle, writable: writable)
-        try window.map(fd: descriptor.rawValue, fileOffset: input.foffset, windowOffset: input.moffset, length: input.len, writable: writable)
+        try window.map(node: node, fd: descriptor.rawValue, fileOffset: input.foffset, windowOffset: input.moffset, length: input.len,
+                       writable: writable)
     }
 
     func removeMappings(_ reader: inout WireReader) throws(RequestFailure) {

@@ -104,6 +104,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         var device: FSDevice?
         /// The device's backend request line, closed while the device is stopped.
         var backendLine: BackendRequestLine?
+        /// The DAX window's mapper, whose size watch ends with the device.
+        var cacheWindow: BackendChannel?
 
         init(socket: MessageSocket, backend: VhostUserFSBackend) {
             self.socket = socket
@@ -362,6 +364,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             device?.session.end()
             device = nil
             backendLine = nil
+            cacheWindow?.shutDown()
+            cacheWindow = nil
         }
 
         func tearDown() {
@@ -384,8 +388,10 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                 backendLine = line
                 let table = memoryTable
                 if backend.options.cacheSize > 0 {
-                    window = BackendChannel(line: line, shmid: VhostUser.cacheWindowID, windowSize: backend.options.cacheSize,
-                                            files: backend.options.mappableFiles, slotsInUse: { table.current.regions.count })
+                    let channel = BackendChannel(line: line, shmid: VhostUser.cacheWindowID, windowSize: backend.options.cacheSize,
+                                                 files: backend.options.mappableFiles, slotsInUse: { table.current.regions.count })
+                    cacheWindow = channel
+                    window = channel
                     logger.info("DAX window of \(backend.options.cacheSize >> 20) MiB through SHMEM_MAP/SHMEM_UNMAP")
                 }
                 if backend.options.mmapWindowSize > 0 {

@@ -50,6 +50,14 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     }
 
     func map(fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
+        try map(node: nil, fd: fd, fileOffset: fileOffset, windowOffset: windowOffset, length: length, writable: writable)
+    }
+
+    func map(node: NodeID, fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
+        try map(node: Optional(node), fd: fd, fileOffset: fileOffset, windowOffset: windowOffset, length: length, writable: writable)
+    }
+
+    private func map(node: NodeID?, fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
         let info = try Syscall.fstat(fd)
         let file = MappedFile(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         let descriptor: SharedDescriptor
@@ -66,8 +74,9 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         } else {
             descriptor = SharedDescriptor(adopting: try Syscall.call { dup(fd) })
         }
-        let wanted = FrontendMapping(windowOffset: windowOffset, length: length, fileOffset: fileOffset, file: file,
-                                     writable: mapWritable, descriptor: descriptor)
+        if let node { track(node, fd: fd, size: UInt64(max(0, info.st_size))) }
+        let wanted = FrontendMapping(windowOffset: windowOffset, length: length, requestedLength: length, node: node,
+                                     fileOffset: fileOffset, file: file, writable: mapWritable, descriptor: descriptor)
         try table.withLock { mappings throws(Errno) in
             // Linux's read-only → writable upgrade of a range already mapped
             // read-write, or the same SETUPMAPPING again: nothing to change.
@@ -128,12 +137,100 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         try line.request(.shmemUnmap, payload: payload(fileOffset: 0, windowOffset: windowOffset, length: length, flags: 0), fd: nil)
     }
 
+    // MARK: Following file sizes
+
+    /// A mapped node's host file: a descriptor of the file itself (a mappable
+    /// one reports a made-up size), the size last seen, and its inotify watch.
+    private struct Tracked {
+        let real: SharedDescriptor
+        var size: UInt64
+        var watch: Int32
+    }
+    private let tracked = Locked<[NodeID: Tracked]>([:])
+    private let watcher = Locked<SizeWatcher?>(nil)
+
+    private func track(_ node: NodeID, fd: Int32, size: UInt64) {
+        guard tracked.withLock({ $0[node] == nil }) else { return }
+        guard let real = try? Syscall.call({ dup(fd) }) else { return }
+        let descriptor = SharedDescriptor(adopting: real)
+        let watch = watcher.withLock { current -> Int32 in
+            if current == nil { current = SizeWatcher { [weak self] node in self?.resynchronize(node) } }
+            return current?.add(descriptor.rawValue, node: node) ?? -1
+        }
+        tracked.withLock { $0[node] = Tracked(real: descriptor, size: size, watch: watch) }
+    }
+
+    func fileMayHaveResized(node: NodeID) {
+        guard tracked.withLock({ $0[node] != nil }) else { return }
+        resynchronize(node)
+    }
+
+    /// Puts `node`'s mappings right after its file's size changed. QEMU maps
+    /// file pages; touching one past the end of the file kills QEMU with
+    /// SIGBUS, and a client that learned an old size may still touch pages
+    /// the file lost. So a file that shrank loses those pages from every
+    /// mapping (the client then reads an empty part of the window, not a
+    /// dead VM), and one that grows again gets its mappings back whole. The
+    /// server's own changes come here before their reply; other processes'
+    /// through the inotify watch, as soon as the kernel reports them.
+    func resynchronize(_ node: NodeID) {
+        guard let (real, old) = tracked.withLock({ t in t[node].map { ($0.real, $0.size) } }),
+              let info = try? Syscall.fstat(real.rawValue) else { return }
+        let size = UInt64(max(0, info.st_size))
+        guard size != old else { return }
+        tracked.withLock { $0[node]?.size = size }
+        let page = UInt64(HostPage.size)
+        let validEnd = size > UInt64.max - page ? size : (size + page - 1) & ~(page - 1)
+        table.withLock { mappings in
+            for mapping in mappings.mappings(of: node) {
+                let fileEnd = mapping.fileOffset + mapping.length
+                var steps: [WindowStep] = []
+                if size < old && fileEnd > validEnd {
+                    var kept: FrontendMapping?
+                    if validEnd > mapping.fileOffset {
+                        kept = mapping
+                        kept?.length = validEnd - mapping.fileOffset
+                    }
+                    steps = mappings.plan(replacing: mapping.windowOffset, mapping.windowEnd, with: kept)
+                } else if size > old && mapping.length < mapping.requestedLength {
+                    let end = mapping.windowOffset + mapping.requestedLength
+                    // Only over a part of the window nothing else took meanwhile.
+                    guard mappings.overlapping(mapping.windowEnd, end).isEmpty else { continue }
+                    var whole = mapping
+                    whole.length = mapping.requestedLength
+                    steps = mappings.plan(replacing: mapping.windowOffset, end, with: whole)
+                }
+                do throws(Errno) { try run(steps, on: &mappings) } catch {
+                    // Device stopped or frontend gone: nothing more can be done now.
+                    return
+                }
+            }
+        }
+    }
+
+    /// Stops following nodes none of whose mappings are left.
+    private func untrackUnused() {
+        let gone: [(NodeID, Int32)] = table.withLock { mappings in
+            tracked.withLock { t in t.filter { !mappings.shows($0.key) }.map { ($0.key, $0.value.watch) } }
+        }
+        guard !gone.isEmpty else { return }
+        watcher.withLock { w in for (_, watch) in gone where watch >= 0 { w?.remove(watch) } }
+        tracked.withLock { t in for (node, _) in gone { t.removeValue(forKey: node) } }
+    }
+
+    /// Ends the watch thread (the device is going away).
+    func shutDown() {
+        let current = watcher.withLock { w -> SizeWatcher? in defer { w = nil }; return w }
+        current?.stop()
+    }
+
     /// Mappable descriptors kept beyond those live mappings use: a file
     /// mapped again soon (reclaim, then a new read) skips making one anew.
     static let spareMappable = 64
 
     /// Closes mappable descriptors no mapping uses, once there are more than the spares.
     private func releaseUnused(force: Bool = false) {
+        untrackUnused()
         guard files != nil, force || mappable.withLock({ $0.count }) > Self.spareMappable else { return }
         let shown = table.withLock { mappings in Set(mappings.mappings.map(\.file)) }
         mappable.withLock { cache in cache = cache.filter { shown.contains($0.key) } }
@@ -244,5 +341,68 @@ final class BackendRequestLine: @unchecked Sendable {
             }
             if fds[0].revents != 0 { return true }
         }
+    }
+}
+
+/// The inotify watch of mapped files: a thread that reports each node whose
+/// file another process modified (IN_MODIFY covers truncation and writes).
+final class SizeWatcher: @unchecked Sendable {
+    private let inotify: SharedDescriptor
+    private let wake: SharedDescriptor
+    private let nodes = Locked<[Int32: NodeID]>([:])
+    private var thread: OSThread?
+    private let stopping = Locked(false)
+
+    init?(onChange: @escaping @Sendable (NodeID) -> Void) {
+        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0 else { return nil }
+        inotify = SharedDescriptor(adopting: fd)
+        wake = SharedDescriptor(adopting: daxfs_eventfd(0, DAXFS_EFD_CLOEXEC))
+        let nodes = self.nodes, stopping = self.stopping, inotify = self.inotify, wake = self.wake
+        thread = try? OSThread(name: "daxfs-size-watch") {
+            var buffer = [UInt8](repeating: 0, count: 16 << 10)
+            var fds = [pollfd(fd: inotify.rawValue, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.rawValue, events: Int16(POLLIN), revents: 0)]
+            while !stopping.withLock({ $0 }) {
+                fds[0].revents = 0
+                fds[1].revents = 0
+                if poll(&fds, 2, -1) < 0 && daxfs_errno() != EINTR { return }
+                guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(inotify.rawValue, $0.baseAddress, $0.count) }
+                guard count > 0 else { continue }
+                // struct inotify_event {i32 wd; u32 mask, cookie, len; char name[len]}; each node once per batch.
+                var changed = Set<NodeID>()
+                var offset = 0
+                buffer.withUnsafeBytes { raw in
+                    while offset + 16 <= count {
+                        let wd = raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+                        let length = Int(raw.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                        if let node = nodes.withLock({ $0[wd] }) { changed.insert(node) }
+                        offset += 16 + length
+                    }
+                }
+                for node in changed { onChange(node) }
+            }
+        }
+        if thread == nil { return nil }
+    }
+
+    /// Watches the file behind `fd` for `node`; the watch id, or -1.
+    func add(_ fd: Int32, node: NodeID) -> Int32 {
+        let watch = inotify_add_watch(inotify.rawValue, "/proc/self/fd/\(fd)", UInt32(IN_MODIFY))
+        if watch >= 0 { nodes.withLock { $0[watch] = node } }
+        return watch
+    }
+
+    func remove(_ watch: Int32) {
+        nodes.withLock { _ = $0.removeValue(forKey: watch) }
+        _ = inotify_rm_watch(inotify.rawValue, watch)
+    }
+
+    func stop() {
+        stopping.withLock { $0 = true }
+        var one: UInt64 = 1
+        _ = Glibc.write(wake.rawValue, &one, 8)
+        thread?.join()
+        thread = nil
     }
 }

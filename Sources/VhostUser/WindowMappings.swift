@@ -1,3 +1,4 @@
+import FUSEServer
 import HostSystem
 
 /// The host file a mapping shows, by (st_dev, st_ino).
@@ -10,6 +11,11 @@ struct MappedFile: Hashable, Sendable {
 struct FrontendMapping: @unchecked Sendable {
     var windowOffset: UInt64
     var length: UInt64
+    /// The length the client asked for; more than `length` after the file
+    /// shrank under the mapping (see `BackendChannel.resynchronize`).
+    var requestedLength: UInt64
+    /// Whose SETUPMAPPING it is, when known.
+    var node: NodeID?
     var fileOffset: UInt64
     var file: MappedFile
     var writable: Bool
@@ -24,6 +30,7 @@ struct FrontendMapping: @unchecked Sendable {
         part.windowOffset = max(start, windowOffset)
         part.length = min(end, windowEnd) - part.windowOffset
         part.fileOffset = fileOffset + (part.windowOffset - windowOffset)
+        part.requestedLength = part.length
         return part
     }
 }
@@ -97,11 +104,11 @@ struct WindowMappings: ~Copyable {
         }
     }
 
-    /// Mappings of `file` (for a size change seen on the host).
-    func mappings(of file: MappedFile) -> [FrontendMapping] { mappings.filter { $0.file == file } }
+    /// Mappings of `node`'s file.
+    func mappings(of node: NodeID) -> [FrontendMapping] { mappings.filter { $0.node == node } }
 
-    /// Whether any mapping shows `file`.
-    func shows(_ file: MappedFile) -> Bool { mappings.contains { $0.file == file } }
+    /// Whether any mapping belongs to `node`.
+    func shows(_ node: NodeID) -> Bool { mappings.contains { $0.node == node } }
 
     /// Forgets every mapping without telling anyone (the frontend dropped them: reset, disconnect).
     mutating func forgetAll() { mappings.removeAll() }
