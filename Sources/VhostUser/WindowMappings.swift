@@ -49,7 +49,7 @@ enum WindowStep: @unchecked Sendable {
 /// (mapped again as they were). The plan is applied step by step with
 /// `applied`, so the table always says what the frontend really holds, even
 /// when a step fails halfway.
-struct WindowMappings: ~Copyable {
+struct WindowMappings {
     /// Sorted by window offset, never overlapping.
     private(set) var mappings: [FrontendMapping] = []
 
