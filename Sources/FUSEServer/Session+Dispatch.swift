@@ -265,7 +265,7 @@ extension FUSESession {
             return success(header, U64Arg(try fs.bmap(ctx, node: node, block: input.block, blockSize: input.blocksize)), reply)
 
         case .destroy:
-            end()
+            unmounted()
             return success(header, reply)
 
         case .fallocate:

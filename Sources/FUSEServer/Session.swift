@@ -118,6 +118,18 @@ public final class FUSESession: Sendable {
         if initialized.load(ordering: .acquiring) { fileSystem.destroy() }
     }
 
+    /// FUSE_DESTROY: the client unmounted. Everything it held is released and
+    /// the session waits for a new INIT: a virtio-fs guest that mounts the
+    /// same tag again sends one over the same device (Linux does, after a
+    /// umount), and the transport may keep serving.
+    func unmounted() {
+        dropAllDirectMappings()
+        guard initialized.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        fileSystem.destroy()
+        state.withLock { $0.connection = nil }
+        logger.info("the client unmounted (DESTROY); waiting for a new INIT")
+    }
+
     /// A reply that carried an entry could not be delivered (the request was
     /// interrupted): the kernel never got the reference, so drop it.
     public func undeliverable(_ outcome: ReplyOutcome) {

@@ -168,6 +168,20 @@ struct Harness {
         #expect(!harness.session.isInitialized)
     }
 
+    /// A virtio-fs guest that unmounts and mounts again sends DESTROY, then a
+    /// new INIT on the same device; a second INIT without DESTROY stays refused.
+    @Test func initAgainAfterDestroy() throws {
+        var harness = Harness()
+        #expect(harness.session.isInitialized)
+        #expect(harness.request(.`init`, [InitIn(major: 7, minor: 45, maxReadahead: 0, flags: 0).wireBytes]).error == -Errno.io.rawValue)
+        #expect(harness.request(.destroy, []).error == 0)
+        #expect(!harness.session.isInitialized)
+        #expect(harness.request(.getattr, [GetattrIn().wireBytes]).error == -Errno.io.rawValue)
+        let again = harness.request(.`init`, [InitIn(major: 7, minor: 45, maxReadahead: 0, flags: 0).wireBytes])
+        #expect(again.error == 0)
+        #expect(harness.session.isInitialized)
+    }
+
     @Test func requestsBeforeInitGetEIO() {
         var harness = Harness(initialize: false)
         #expect(harness.request(.getattr, [GetattrIn().wireBytes]).error == -Errno.io.rawValue)
