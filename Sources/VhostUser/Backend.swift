@@ -364,7 +364,10 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             device?.session.end()
             device = nil
             backendLine = nil
-            cacheWindow?.shutDown()
+            if let cacheWindow {
+                cacheWindow.shutDown()
+                logger.info("DAX window: \(cacheWindow.counters.withLock { $0 })")
+            }
             cacheWindow = nil
         }
 

@@ -34,6 +34,16 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// Memory slots the frontend uses now (the regions of its memory table).
     private let slotsInUse: (@Sendable () -> Int)?
 
+    /// What the window did: SETUPMAPPINGs (`map` calls), REMOVEMAPPING ranges
+    /// (`unmap` calls), and the SHMEM_MAP/SHMEM_UNMAP messages they took.
+    struct Counters: Sendable, Equatable, CustomStringConvertible {
+        var setups = 0, removes = 0, shmemMaps = 0, shmemUnmaps = 0, resizes = 0
+        var description: String {
+            "\(setups) SETUPMAPPING, \(removes) REMOVEMAPPING ranges, \(shmemMaps) SHMEM_MAP, \(shmemUnmaps) SHMEM_UNMAP, \(resizes) size changes followed"
+        }
+    }
+    let counters = Locked(Counters())
+
     /// QEMU 11.1 gives every mapping a memory slot of the vhost device and
     /// aborts (an assertion) past VHOST_USER_MAX_RAM_SLOTS = 512; it checks
     /// the limit the backend states only at start. So the backend stops
@@ -58,6 +68,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     }
 
     private func map(node: NodeID?, fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
+        counters.withLock { $0.setups += 1 }
         let info = try Syscall.fstat(fd)
         let file = MappedFile(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         let descriptor: SharedDescriptor
@@ -87,6 +98,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     }
 
     func unmap(windowOffset: UInt64, length: UInt64) throws(Errno) {
+        counters.withLock { $0.removes += 1 }
         try table.withLock { mappings throws(Errno) in
             try run(mappings.plan(replacing: windowOffset, windowOffset + length, with: nil), on: &mappings)
         }
@@ -128,12 +140,14 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     }
 
     private func sendMap(_ new: FrontendMapping) throws(Errno) {
+        counters.withLock { $0.shmemMaps += 1 }
         let flags = new.writable ? VhostUser.shmemMapReadWrite : 0
         try line.request(.shmemMap, payload: payload(fileOffset: new.fileOffset, windowOffset: new.windowOffset, length: new.length, flags: flags),
                          fd: new.descriptor.rawValue)
     }
 
     private func sendUnmap(_ windowOffset: UInt64, _ length: UInt64) throws(Errno) {
+        counters.withLock { $0.shmemUnmaps += 1 }
         try line.request(.shmemUnmap, payload: payload(fileOffset: 0, windowOffset: windowOffset, length: length, flags: 0), fd: nil)
     }
 
@@ -179,6 +193,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         let size = UInt64(max(0, info.st_size))
         guard size != old else { return }
         tracked.withLock { $0[node]?.size = size }
+        counters.withLock { $0.resizes += 1 }
         let page = UInt64(HostPage.size)
         let validEnd = size > UInt64.max - page ? size : (size + page - 1) & ~(page - 1)
         table.withLock { mappings in
