@@ -430,6 +430,19 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] { (0 ..< count).map { UInt8(t
         #expect((object?["ratios"] as? [String: Any])?["dax_rand4k_vs_nondax"] != nil)
     }
 
+    /// Windows QEMU cannot register (their total must be a power of two) and
+    /// bad tags are refused at start, in words, before any frontend comes.
+    @Test func serveRefusesWindowsQEMUWouldAbortOn() throws {
+        let scratch = Scratch()
+        for (arguments, words) in [(["--cache-size-mib", "48"], "power of two"),
+                                   (["--cache-size-mib", "64", "--mmap-window-mib", "32"], "power of two"),
+                                   (["--tag", String(repeating: "t", count: 37)], "--tag must be 1 to 36 bytes")] {
+            let run = try runDaxfs(["serve", "--socket-path", scratch.socket("bad"), "--shared-dir", scratch.share] + arguments, timeout: 30)
+            #expect(run.status != 0, "\(arguments) was accepted")
+            #expect(run.stderr.contains(words), "\(arguments): \(run.stderr)")
+        }
+    }
+
     /// The CLI copies files in and out through daxfs (window) and the C virtiofsd (FUSE I/O).
     @Test(arguments: BackendProcess.Kind.allCases)
     func cliCopiesInAndOut(_ kind: BackendProcess.Kind) throws {
