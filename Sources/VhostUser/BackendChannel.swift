@@ -91,6 +91,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         try table.withLock { mappings throws(Errno) in
             // Linux's read-only → writable upgrade of a range already mapped
             // read-write, or the same SETUPMAPPING again: nothing to change.
+            mappings.forgetSuspended(windowOffset, windowOffset + length)
             if mappings.holds(wanted) { return }
             try run(mappings.plan(replacing: windowOffset, windowOffset + length, with: wanted), on: &mappings)
         }
@@ -100,6 +101,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     func unmap(windowOffset: UInt64, length: UInt64) throws(Errno) {
         counters.withLock { $0.removes += 1 }
         try table.withLock { mappings throws(Errno) in
+            mappings.forgetSuspended(windowOffset, windowOffset + length)
             try run(mappings.plan(replacing: windowOffset, windowOffset + length, with: nil), on: &mappings)
         }
         releaseUnused()
@@ -121,16 +123,18 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// mapping on a device reset, which the backend is not always told of):
     /// an unmap the frontend refuses means it holds no such mapping; a map it
     /// refuses is tried once more after unmapping that exact range.
-    private func run(_ steps: [WindowStep], on mappings: inout WindowMappings) throws(Errno) {
+    /// `healing: false` (changes the backend makes on its own) stops at the
+    /// first refusal instead.
+    private func run(_ steps: [WindowStep], on mappings: inout WindowMappings, healing: Bool = true) throws(Errno) {
         for step in steps {
             switch step {
             case .unmap(let old):
-                do throws(Errno) { try sendUnmap(old.windowOffset, old.length) } catch where error == .io {}
+                do throws(Errno) { try sendUnmap(old.windowOffset, old.length) } catch where error == .io && healing {}
             case .map(let new):
                 if let slotsInUse, slotsInUse() >= Self.memorySlotCeiling { throw .noSpace }
                 do throws(Errno) {
                     try sendMap(new)
-                } catch where error == .io {
+                } catch where error == .io && healing {
                     try? sendUnmap(new.windowOffset, new.length)
                     try sendMap(new)
                 }
@@ -207,6 +211,13 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
                         kept?.length = validEnd - mapping.fileOffset
                     }
                     steps = mappings.plan(replacing: mapping.windowOffset, mapping.windowEnd, with: kept)
+                    if kept == nil {
+                        var whole = mapping
+                        whole.length = mapping.requestedLength
+                        do throws(Errno) { try run(steps, on: &mappings, healing: false) } catch { return }
+                        mappings.suspend(whole)
+                        continue
+                    }
                 } else if size > old && mapping.length < mapping.requestedLength {
                     let end = mapping.windowOffset + mapping.requestedLength
                     // Only over a part of the window nothing else took meanwhile.
@@ -215,10 +226,24 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
                     whole.length = mapping.requestedLength
                     steps = mappings.plan(replacing: mapping.windowOffset, end, with: whole)
                 }
-                do throws(Errno) { try run(steps, on: &mappings) } catch {
-                    // Device stopped or frontend gone: nothing more can be done now.
+                do throws(Errno) { try run(steps, on: &mappings, healing: false) } catch {
+                    // Device stopped, frontend gone, or a frontend that takes
+                    // changes only for its own requests (daxfs client's guarded
+                    // window, which copies fault-safe instead): leave it as it is.
                     return
                 }
+            }
+            guard size > old else { return }
+            // Mappings that lay wholly past the old end come back whole once
+            // the file reaches into them again (not before: a client that
+            // still believes an old size could touch them).
+            for var whole in mappings.resume(node) {
+                guard whole.fileOffset < size else { mappings.suspend(whole); continue }
+                guard mappings.overlapping(whole.windowOffset, whole.windowOffset + whole.requestedLength).isEmpty else { continue }
+                whole.length = whole.requestedLength
+                do throws(Errno) {
+                    try run(mappings.plan(replacing: whole.windowOffset, whole.windowEnd, with: whole), on: &mappings, healing: false)
+                } catch { return }
             }
         }
     }

@@ -52,6 +52,10 @@ enum WindowStep: @unchecked Sendable {
 struct WindowMappings {
     /// Sorted by window offset, never overlapping.
     private(set) var mappings: [FrontendMapping] = []
+    /// Mappings the client still holds but the frontend does not: their
+    /// whole file range lies past the file's end after it shrank. They come
+    /// back when it grows again, unless the client reused the range meanwhile.
+    private(set) var suspended: [FrontendMapping] = []
 
     var count: Int { mappings.count }
 
@@ -91,6 +95,20 @@ struct WindowMappings {
         return steps
     }
 
+    mutating func suspend(_ mapping: FrontendMapping) { suspended.append(mapping) }
+
+    /// Takes the suspended mappings of `node` back, to be mapped again.
+    mutating func resume(_ node: NodeID) -> [FrontendMapping] {
+        let back = suspended.filter { $0.node == node }
+        suspended.removeAll { $0.node == node }
+        return back
+    }
+
+    /// The client changes [start, end) itself: suspended mappings there are void.
+    mutating func forgetSuspended(_ start: UInt64, _ end: UInt64) {
+        suspended.removeAll { $0.windowOffset < end && $0.windowOffset + $0.requestedLength > start }
+    }
+
     /// Records a step the frontend acknowledged.
     mutating func applied(_ step: WindowStep) {
         switch step {
@@ -107,11 +125,11 @@ struct WindowMappings {
     /// Mappings of `node`'s file.
     func mappings(of node: NodeID) -> [FrontendMapping] { mappings.filter { $0.node == node } }
 
-    /// Whether any mapping belongs to `node`.
-    func shows(_ node: NodeID) -> Bool { mappings.contains { $0.node == node } }
+    /// Whether any mapping, live or suspended, belongs to `node`.
+    func shows(_ node: NodeID) -> Bool { mappings.contains { $0.node == node } || suspended.contains { $0.node == node } }
 
     /// Forgets every mapping without telling anyone (the frontend dropped them: reset, disconnect).
-    mutating func forgetAll() { mappings.removeAll() }
+    mutating func forgetAll() { mappings.removeAll(); suspended.removeAll() }
 
     /// Broken invariants, for tests: order, overlap, empty mappings.
     func invariantViolations() -> [String] {

@@ -80,14 +80,14 @@ struct ConnectedClient {
 }
 
 func connectClient(_ socket: String, rangeSize: UInt64 = 2 << 20, mode: DAXMode = .always, pollMicroseconds: Int = 20,
-                   mirrorMappings: Bool = false, slots: Int = 8,
+                   mirrorMappings: Bool = false, slots: Int = 8, guarded: Bool = true,
                    configure: (inout DaxClient.Options) -> Void = { _ in }) throws -> ConnectedClient {
     let made = Locked<LocalWindow?>(nil)
     var frontendOptions = VhostUserFrontend.Options()
     frontendOptions.guestMemorySize = 48 << 20
     frontendOptions.mirrorMappingsInMemoryTable = mirrorMappings
     let frontend = try VhostUserFrontend(socketPath: socket, options: frontendOptions) { size throws(Errno) in
-        let window = try LocalWindow(size: size, guarded: true)
+        let window = try LocalWindow(size: size, guarded: guarded)
         made.withLock { $0 = window }
         return window
     }
