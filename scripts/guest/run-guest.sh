@@ -6,7 +6,7 @@
 #
 #   run-guest.sh [--backend-cmd 'CMD'] [--request-queues N] [--timeout SECONDS]
 #                [--qemu host|sid] [--device fs|dax] [--mount-opts OPTS]
-#                [--check check.sh|check-dax.sh] [--check-timeout SECONDS]
+#                [--check check.sh|check-dax.sh|check-truncate.sh] [--check-timeout SECONDS]
 #                [--kernel VERSION] [--trace] [--keep]
 #
 # CMD is a shell command; in it {socket} and {dir} are replaced by the
@@ -26,7 +26,12 @@
 # backend for GET_SHMEM_CONFIG (the DAX window) and GET_CONFIG (the tag: start
 # the backend with --tag myfs and --cache-size-mib N). --mount-opts goes to the
 # guest's mount -t virtiofs -o (e.g. dax=always). --check picks the guest
-# script (check.sh, or check-dax.sh with its host files and handshakes);
+# script (check.sh, or check-dax.sh with its host files and handshakes, or
+# check-truncate.sh: the host-truncation experiment, whose host side is
+# host-truncate.py, started on the guest's READY-FOR-HOST-TRUNCATE and printing
+# FIGURE truncate_cycles_done / truncate_qemu_survived and RESULT host-truncate;
+# DAXFS_TRUNCATE_CYCLES (default 100) and DAXFS_TRUNCATE_READERS, both, read,
+# mmap or none (default both; see check-truncate.sh), tune it);
 # --check-timeout bounds each check-dax.sh check inside the guest (default 300).
 # --request-queues sets the request queues (default 1, all the C virtiofsd
 # supports). --timeout bounds the whole boot (default 600 s): on expiry the
@@ -60,7 +65,7 @@ while [ $# -gt 0 ]; do
 done
 case $qemu_from in host|sid) ;; *) echo "run-guest: --qemu is host or sid" >&2; exit 2 ;; esac
 case $device in fs|dax) ;; *) echo "run-guest: --device is fs or dax" >&2; exit 2 ;; esac
-case $check in check.sh|check-dax.sh) ;; *) echo "run-guest: --check is check.sh or check-dax.sh" >&2; exit 2 ;; esac
+case $check in check.sh|check-dax.sh|check-truncate.sh) ;; *) echo "run-guest: --check is check.sh, check-dax.sh or check-truncate.sh" >&2; exit 2 ;; esac
 case $mount_opts in *[[:space:]]*) echo "run-guest: --mount-opts must not contain spaces" >&2; exit 2 ;; esac
 if [ -z "$kver" ]; then
     for v in $(ls /lib/modules 2>/dev/null | sort -rV); do
@@ -87,7 +92,7 @@ if [ $qemu_from = sid ]; then
     kernel=$work/vmlinuz initramfs=$work/initramfs.cpio
 fi
 in_qemu() { echo "${1#"$chroot_dir"}"; }
-qemu_pid= backend_pid= failed=0
+qemu_pid= backend_pid= truncate_pid= failed=0
 kill_group() {  # $1: pid that leads its own process group (setsid)
     kill -KILL -- "-$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null || true
 }
@@ -95,6 +100,7 @@ cleanup() {
     local status=$? m
     set +e
     [ $status = 0 ] || failed=1   # keep the logs of a run that ended early
+    [ -n "$truncate_pid" ] && { kill "$truncate_pid" 2>/dev/null; wait "$truncate_pid" 2>/dev/null; }
     for pid in $qemu_pid $backend_pid; do kill_group "$pid"; done
     find "$shared" -type f -size +1M -delete 2>/dev/null
     rm -f "$work/vmlinuz" "$work/initramfs.cpio"
@@ -122,6 +128,10 @@ host_file() {  # name size: random content
 if [ "$check" = check.sh ]; then
     host_file host-big.bin 256M
     echo written-by-host > "$shared/host-note.txt"
+elif [ "$check" = check-truncate.sh ]; then
+    trunc_size=$((8 << 20))
+    python3 "$here/host-truncate.py" create "$shared/trunc.bin" $trunc_size
+    echo "${DAXFS_TRUNCATE_READERS:-both}" > "$shared/trunc.mode"
 else
     for s in 0 1 6 4095 4096 4097 2097151 2097153; do host_file "host-$s.bin" "$s"; done
     host_file host-64m.bin 64M
@@ -198,6 +208,13 @@ handshakes() {
             READY-FOR-HOST-MMAP-WRITE)
                 f=$(shared_path "$path") || continue
                 printf '%s' "$str" | dd of="$f" bs=1 seek="$off" conv=notrunc 2>/dev/null ;;
+            READY-FOR-HOST-TRUNCATE)   # in the background: the loop goes on watching QEMU
+                [ "$check" = check-truncate.sh ] || continue
+                f=$(shared_path "$path") || continue
+                python3 "$here/host-truncate.py" run "$f" "$trunc_size" --qemu-pid "$qemu_pid" --done "${f%.bin}.done" \
+                    --cycles "${DAXFS_TRUNCATE_CYCLES:-100}" --max-shrunk $((4 << 20)) --figures "$work/host-figures" --log "$work/truncate.log" \
+                    > "$work/truncate.out" 2>&1 &
+                truncate_pid=$! ;;
         esac
     done < <(tr -d '\r' 2>/dev/null < "$console" | grep -E '^READY-FOR-HOST-[A-Z-]+( |$)')
 }
@@ -229,6 +246,8 @@ done
 qemu_status=killed
 [ $timed_out = 1 ] || { wait $qemu_pid 2>/dev/null && qemu_status=0 || qemu_status=$?; }
 qemu_pid=
+# The truncation loop stops by itself once QEMU has gone (within a cycle).
+if [ -n "$truncate_pid" ]; then wait "$truncate_pid" 2>/dev/null || true; truncate_pid=; fi
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 
 # The guest's own results, then the host-side checks.
@@ -255,6 +274,9 @@ if [ "$check" = check.sh ]; then
     else result guest-big-sum-matches FAIL "guest wrote '$(guest_sum guest-big.bin)', host read '$sum'"; fi
     if [ "$(cat "$shared/guest-note.txt" 2>/dev/null)" = written-by-guest ]; then result host-sees-guest-file PASS
     else result host-sees-guest-file FAIL "guest-note.txt missing or wrong"; fi
+elif [ "$check" = check-truncate.sh ]; then
+    if [ -s "$work/host-figures" ]; then grep '^RESULT ' "$work/host-figures" >> "$results"
+    else result host-truncate FAIL "no host loop (no READY-FOR-HOST-TRUNCATE?): $(tail -2 "$work/truncate.out" 2>/dev/null | tr '\n' ' ')"; fi
 else
     # host-sum-<size>: every SUM the guest printed for host-<size>.bin (or @n) is the host's.
     for f in $(printf '%s\n' "${!host_sum[@]}" | sort -V); do
@@ -288,6 +310,9 @@ else result backend-exit FAIL "status $backend_status 10 s after qemu exited"; f
 
 cat "$results"
 tr -d '\r' < "$console" | grep '^FIGURE ' || true
+[ -s "$work/host-figures" ] && grep '^FIGURE ' "$work/host-figures"
+# check-truncate.sh's readers: their last counts (all there is when the VM died).
+[ "$check" = check-truncate.sh ] && tr -d '\r' < "$console" | awk '$1 == "PROGRESS" { last[$2] = $0 } END { for (r in last) print last[r] }' | sort
 passed=$(grep -c ' PASS' "$results" || true)
 failures=$(grep -c ' FAIL' "$results" || true)
 echo "TIME boot-to-poweroff $elapsed s"
