@@ -249,7 +249,9 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     }
 
     /// Stops following nodes none of whose mappings are left.
-    private func untrackUnused() {
+    private func untrackUnused(force: Bool = false) {
+        // Nodes mapped again soon (reclaim, then a new read) keep their watch.
+        guard force || tracked.withLock({ $0.count }) > Self.spareMappable else { return }
         let gone: [(NodeID, Int32)] = table.withLock { mappings in
             tracked.withLock { t in t.filter { !mappings.shows($0.key) }.map { ($0.key, $0.value.watch) } }
         }
@@ -270,7 +272,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
 
     /// Closes mappable descriptors no mapping uses, once there are more than the spares.
     private func releaseUnused(force: Bool = false) {
-        untrackUnused()
+        untrackUnused(force: force)
         guard files != nil, force || mappable.withLock({ $0.count }) > Self.spareMappable else { return }
         let shown = table.withLock { mappings in Set(mappings.mappings.map(\.file)) }
         mappable.withLock { cache in cache = cache.filter { shown.contains($0.key) } }
