@@ -85,7 +85,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         } else {
             descriptor = SharedDescriptor(adopting: try Syscall.call { dup(fd) })
         }
-        if let node { track(node, fd: fd, size: UInt64(max(0, info.st_size))) }
+        if let node { track(node, fd: fd, file: file, size: UInt64(max(0, info.st_size))) }
         let wanted = FrontendMapping(windowOffset: windowOffset, length: length, requestedLength: length, node: node,
                                      fileOffset: fileOffset, file: file, writable: mapWritable, descriptor: descriptor)
         try table.withLock { mappings throws(Errno) in
@@ -110,11 +110,6 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// The mappings the frontend holds now (tests and statistics).
     var liveMappings: Int { table.withLock { $0.count } }
 
-    /// The frontend dropped every mapping itself (device reset, disconnect).
-    func forgetAll() {
-        table.withLock { $0.forgetAll() }
-        releaseUnused(force: true)
-    }
 
     /// Applies `steps` in order; the first failure stops, with the table
     /// saying what the frontend holds.
@@ -161,21 +156,31 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// one reports a made-up size), the size last seen, and its inotify watch.
     private struct Tracked {
         let real: SharedDescriptor
+        let file: MappedFile
         var size: UInt64
         var watch: Int32
     }
     private let tracked = Locked<[NodeID: Tracked]>([:])
     private let watcher = Locked<SizeWatcher?>(nil)
 
-    private func track(_ node: NodeID, fd: Int32, size: UInt64) {
-        guard tracked.withLock({ $0[node] == nil }) else { return }
+    private func track(_ node: NodeID, fd: Int32, file: MappedFile, size: UInt64) {
+        // A node kept as a spare may since stand for another file (node ids
+        // are reused after FORGET): follow the file the client maps now.
+        let stale = tracked.withLock { t -> Int32? in
+            guard let known = t[node] else { return nil }
+            if known.file == file { return Int32.min }
+            t.removeValue(forKey: node)
+            return known.watch
+        }
+        if stale == Int32.min { return }
+        if let stale, stale >= 0 { watcher.withLock { $0?.remove(stale) } }
         guard let real = try? Syscall.call({ dup(fd) }) else { return }
         let descriptor = SharedDescriptor(adopting: real)
         let watch = watcher.withLock { current -> Int32 in
             if current == nil { current = SizeWatcher { [weak self] node in self?.resynchronize(node) } }
             return current?.add(descriptor.rawValue, node: node) ?? -1
         }
-        tracked.withLock { $0[node] = Tracked(real: descriptor, size: size, watch: watch) }
+        tracked.withLock { $0[node] = Tracked(real: descriptor, file: file, size: size, watch: watch) }
     }
 
     func fileMayHaveResized(node: NodeID) {
@@ -249,9 +254,9 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     }
 
     /// Stops following nodes none of whose mappings are left.
-    private func untrackUnused(force: Bool = false) {
+    private func untrackUnused() {
         // Nodes mapped again soon (reclaim, then a new read) keep their watch.
-        guard force || tracked.withLock({ $0.count }) > Self.spareMappable else { return }
+        guard tracked.withLock({ $0.count }) > Self.spareMappable else { return }
         let gone: [(NodeID, Int32)] = table.withLock { mappings in
             tracked.withLock { t in t.filter { !mappings.shows($0.key) }.map { ($0.key, $0.value.watch) } }
         }
@@ -271,9 +276,9 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     static let spareMappable = 64
 
     /// Closes mappable descriptors no mapping uses, once there are more than the spares.
-    private func releaseUnused(force: Bool = false) {
-        untrackUnused(force: force)
-        guard files != nil, force || mappable.withLock({ $0.count }) > Self.spareMappable else { return }
+    private func releaseUnused() {
+        untrackUnused()
+        guard files != nil, mappable.withLock({ $0.count }) > Self.spareMappable else { return }
         let shown = table.withLock { mappings in Set(mappings.mappings.map(\.file)) }
         mappable.withLock { cache in cache = cache.filter { shown.contains($0.key) } }
     }
@@ -417,8 +422,14 @@ final class SizeWatcher: @unchecked Sendable {
                 buffer.withUnsafeBytes { raw in
                     while offset + 16 <= count {
                         let wd = raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+                        let mask = raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
                         let length = Int(raw.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
-                        if let node = nodes.withLock({ $0[wd] }) { changed.insert(node) }
+                        if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                            // Events were lost: look at every watched file.
+                            changed.formUnion(nodes.withLock { Array($0.values) })
+                        } else if let node = nodes.withLock({ $0[wd] }) {
+                            changed.insert(node)
+                        }
                         offset += 16 + length
                     }
                 }

@@ -128,8 +128,6 @@ struct WindowMappings {
     /// Whether any mapping, live or suspended, belongs to `node`.
     func shows(_ node: NodeID) -> Bool { mappings.contains { $0.node == node } || suspended.contains { $0.node == node } }
 
-    /// Forgets every mapping without telling anyone (the frontend dropped them: reset, disconnect).
-    mutating func forgetAll() { mappings.removeAll(); suspended.removeAll() }
 
     /// Broken invariants, for tests: order, overlap, empty mappings.
     func invariantViolations() -> [String] {

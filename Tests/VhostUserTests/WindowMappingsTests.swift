@@ -56,9 +56,8 @@ struct WindowMappingsTests {
         #expect(describe(table.plan(replacing: 3 * Self.mb, 5 * Self.mb, with: nil))
                 == ["unmap 2+2", "unmap 4+4", "map 2+1@10", "map 5+3@5"])
         // Nothing there: nothing to send.
-        var empty = WindowMappings()
+        let empty = WindowMappings()
         #expect(empty.plan(replacing: 0, Self.mb, with: nil).isEmpty)
-        empty.forgetAll()
     }
 
     /// Random maps and unmaps against a page-level model of the window.
