@@ -255,6 +255,14 @@ int daxfs_fanotify_watch(const char *path, uint64_t mask) {
     return fd;
 }
 
+int daxfs_fanotify_pre_content(void) {
+    return fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_TID, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+}
+
+int daxfs_fanotify_mark_inode(int group, unsigned int flags, uint64_t mask, int fd) {
+    return fanotify_mark(group, flags, mask, fd, NULL);
+}
+
 int daxfs_open_by_handle(int mount_fd, const void *handle, int flags) {
     return open_by_handle_at(mount_fd, (struct file_handle *)handle, flags);
 }

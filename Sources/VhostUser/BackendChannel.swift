@@ -38,8 +38,10 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// (`unmap` calls), and the SHMEM_MAP/SHMEM_UNMAP messages they took.
     struct Counters: Sendable, Equatable, CustomStringConvertible {
         var setups = 0, removes = 0, shmemMaps = 0, shmemUnmaps = 0, resizes = 0
+        /// Host truncations the truncation guard held, and those let through before the frontend answered.
+        var truncationsHeld = 0, truncationsPastDeadline = 0
         var description: String {
-            "\(setups) SETUPMAPPING, \(removes) REMOVEMAPPING ranges, \(shmemMaps) SHMEM_MAP, \(shmemUnmaps) SHMEM_UNMAP, \(resizes) size changes followed"
+            "\(setups) SETUPMAPPING, \(removes) REMOVEMAPPING ranges, \(shmemMaps) SHMEM_MAP, \(shmemUnmaps) SHMEM_UNMAP, \(resizes) size changes followed, \(truncationsHeld) truncations held (\(truncationsPastDeadline) past the deadline)"
         }
     }
     let counters = Locked(Counters())
@@ -159,28 +161,74 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         let file: MappedFile
         var size: UInt64
         var watch: Int32
+        /// Whether the truncation guard holds this file's truncations.
+        var guarded: Bool
+        /// A truncation let through after its pages left the window, until
+        /// the file shows it: the size it makes, the file's ctime before it
+        /// (a change after the hold means it happened), and when to stop waiting.
+        var coming: (size: UInt64, changed: timespec, until: UInt64)?
     }
     private let tracked = Locked<[NodeID: Tracked]>([:])
     private let watcher = Locked<SizeWatcher?>(nil)
+    /// Made with the first tracked file; nil for good once the kernel refused it.
+    private let truncationGuard = Locked<(made: Bool, guard: TruncationGuard?)>((false, nil))
+
+    /// Whether host truncations of mapped files wait until the frontend
+    /// stopped mapping what they take away (see `TruncationGuard`); false
+    /// when this kernel or filesystem has no pre-content events.
+    var holdsTruncations: Bool { tracked.withLock { $0.values.contains { $0.guarded } } }
+
+    private func guardTruncations(of fd: Int32) -> Bool {
+        let current = truncationGuard.withLock { state -> TruncationGuard? in
+            if !state.made {
+                state.made = true
+                state.guard = TruncationGuard(shrink: { [weak self] file, size in self?.fileWillShrink(file, to: size) },
+                                              recheck: { [weak self] file in self?.recheck(file) })
+            }
+            return state.guard
+        }
+        return current?.watch(fd) ?? false
+    }
+
+    private func unguard(_ entry: Tracked) {
+        guard entry.guarded else { return }
+        // A mark is the inode's: another node of the same file keeps it.
+        guard !tracked.withLock({ t in t.values.contains { $0.file == entry.file } }) else { return }
+        truncationGuard.withLock { $0.guard }?.unwatch(entry.real.rawValue)
+    }
+
+    /// A truncation of `file` to `size` waits for this (the truncation guard).
+    private func fileWillShrink(_ file: MappedFile, to size: UInt64) {
+        let nodes = tracked.withLock { t in t.filter { $0.value.file == file }.map(\.key) }
+        for node in nodes { resynchronize(node, assuming: size) }
+    }
+
+    private func recheck(_ file: MappedFile) {
+        for node in tracked.withLock({ t in t.filter { $0.value.file == file }.map(\.key) }) { resynchronize(node) }
+    }
 
     private func track(_ node: NodeID, fd: Int32, file: MappedFile, size: UInt64) {
         // A node kept as a spare may since stand for another file (node ids
         // are reused after FORGET): follow the file the client maps now.
-        let stale = tracked.withLock { t -> Int32? in
-            guard let known = t[node] else { return nil }
-            if known.file == file { return Int32.min }
+        let (same, stale) = tracked.withLock { t -> (Bool, Tracked?) in
+            guard let known = t[node] else { return (false, nil) }
+            if known.file == file { return (true, nil) }
             t.removeValue(forKey: node)
-            return known.watch
+            return (false, known)
         }
-        if stale == Int32.min { return }
-        if let stale, stale >= 0 { watcher.withLock { $0?.remove(stale) } }
+        if same { return }
+        if let stale {
+            if stale.watch >= 0 { watcher.withLock { $0?.remove(stale.watch) } }
+            unguard(stale)
+        }
         guard let real = try? Syscall.call({ dup(fd) }) else { return }
         let descriptor = SharedDescriptor(adopting: real)
         let watch = watcher.withLock { current -> Int32 in
             if current == nil { current = SizeWatcher { [weak self] node in self?.resynchronize(node) } }
             return current?.add(descriptor.rawValue, node: node) ?? -1
         }
-        tracked.withLock { $0[node] = Tracked(real: descriptor, file: file, size: size, watch: watch) }
+        let guarded = guardTruncations(of: descriptor.rawValue)
+        tracked.withLock { $0[node] = Tracked(real: descriptor, file: file, size: size, watch: watch, guarded: guarded, coming: nil) }
     }
 
     func fileMayHaveResized(node: NodeID) {
@@ -196,11 +244,32 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// dead VM), and one that grows again gets its mappings back whole. The
     /// server's own changes come here before their reply; other processes'
     /// through the inotify watch, as soon as the kernel reports them.
-    func resynchronize(_ node: NodeID) {
+    ///
+    /// `assuming` is a size the file is about to have: a truncation the
+    /// truncation guard holds until its pages are out of the window.
+    func resynchronize(_ node: NodeID, assuming coming: UInt64? = nil) {
         guard let (real, old) = tracked.withLock({ t in t[node].map { ($0.real, $0.size) } }),
               let info = try? Syscall.fstat(real.rawValue) else { return }
-        let size = UInt64(max(0, info.st_size))
-        guard size != old else { return }
+        var size = UInt64(max(0, info.st_size))
+        let now = monotonicNanoseconds()
+        let waiting = tracked.withLock { t -> Bool in
+            if let coming {
+                t[node]?.coming = (coming, info.st_ctim, now + TruncationGuard.deadline + TruncationGuard.recheckDelay)
+                return false
+            }
+            // The file may still show its size from before a held truncation
+            // (a write's late inotify event): do not map those pages again yet.
+            guard let held = t[node]?.coming else { return false }
+            if size != held.size && info.st_ctim.tv_sec == held.changed.tv_sec && info.st_ctim.tv_nsec == held.changed.tv_nsec && now < held.until {
+                return true
+            }
+            t[node]?.coming = nil
+            return false
+        }
+        if waiting { return }
+        if let coming { size = coming }
+        // A held truncation looks at every mapping: the size last seen may be stale.
+        guard size != old || coming != nil else { return }
         tracked.withLock { $0[node]?.size = size }
         counters.withLock { $0.resizes += 1 }
         let page = UInt64(HostPage.size)
@@ -209,7 +278,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
             for mapping in mappings.mappings(of: node) {
                 let fileEnd = mapping.fileOffset + mapping.length
                 var steps: [WindowStep] = []
-                if size < old && fileEnd > validEnd {
+                if (size < old || coming != nil) && fileEnd > validEnd {
                     var kept: FrontendMapping?
                     if validEnd > mapping.fileOffset {
                         kept = mapping
@@ -257,18 +326,25 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     private func untrackUnused() {
         // Nodes mapped again soon (reclaim, then a new read) keep their watch.
         guard tracked.withLock({ $0.count }) > Self.spareMappable else { return }
-        let gone: [(NodeID, Int32)] = table.withLock { mappings in
-            tracked.withLock { t in t.filter { !mappings.shows($0.key) }.map { ($0.key, $0.value.watch) } }
+        let gone: [NodeID] = table.withLock { mappings in
+            tracked.withLock { t in t.keys.filter { !mappings.shows($0) } }
         }
         guard !gone.isEmpty else { return }
-        watcher.withLock { w in for (_, watch) in gone where watch >= 0 { w?.remove(watch) } }
-        tracked.withLock { t in for (node, _) in gone { t.removeValue(forKey: node) } }
+        let entries = tracked.withLock { t in gone.compactMap { t.removeValue(forKey: $0) } }
+        watcher.withLock { w in for entry in entries where entry.watch >= 0 { w?.remove(entry.watch) } }
+        for entry in entries { unguard(entry) }
     }
 
     /// Ends the watch thread (the device is going away).
     func shutDown() {
         let current = watcher.withLock { w -> SizeWatcher? in defer { w = nil }; return w }
         current?.stop()
+        let held = truncationGuard.withLock { state -> TruncationGuard? in defer { state.guard = nil }; return state.guard }
+        if let held {
+            let seen = held.counters.withLock { $0 }
+            counters.withLock { $0.truncationsHeld += seen.truncations; $0.truncationsPastDeadline += seen.heldPastDeadline }
+            held.stop()
+        }
     }
 
     /// Mappable descriptors kept beyond those live mappings use: a file

@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 import HostSystem
 import Testing
-import VhostUser
+@testable import VhostUser
 
 /// A file that shrinks under a DAX mapping: QEMU dies of SIGBUS on a page
 /// past the end of a file it maps, so the backend takes those pages out of
@@ -54,6 +54,51 @@ import VhostUser
         // The file grows back: both ranges are whole again and show the host's bytes.
         writeHost(path, Array(content[((1 << 20) + 100)...]), at: (1 << 20) + 100)
         #expect(waitFor { mappedBytes(window) == 4 << 20 }, "mapped: \(mappedBytes(window))")
+        #expect(try file.read(count: 4096, at: 3 << 20) == Array(content[3 << 20 ..< (3 << 20) + 4096]))
+        try file.close()
+    }
+
+    /// With pre-content events (Linux ≥ 6.14 on ext4, xfs, btrfs) a host
+    /// truncation waits for the backend: when truncate(2) returns, the pages
+    /// past the new end have already left the window, so no frontend can
+    /// touch one in between (QEMU would die of SIGBUS). The same for an open
+    /// with O_TRUNC, which raises only FAN_OPEN_PERM.
+    @Test func hostTruncationWaitsUntilItsPagesLeftTheWindow() throws {
+        var options = FSBackendOptions()
+        options.cacheSize = 16 << 20
+        let fixture = try BackendFixture(options: options)
+        defer { fixture.stop() }
+        if let why = TruncationGuard.unavailable(in: fixture.share) {
+            print("skipped: host truncations cannot be held here: \(why)")
+            return
+        }
+        let path = fixture.share + "/data"
+        let content = pattern(4 << 20, seed: 11)
+        writeHost(path, content)
+        let connected = try connectClient(fixture.socketPath, guarded: false) { $0.backgroundReclaim = false }
+        guard let window = connected.window else { Issue.record("no window"); return }
+        let file = try connected.client.open("data")
+        #expect(try file.read(count: 4096, at: 0) == Array(content[0 ..< 4096]))
+        #expect(try file.read(count: 4096, at: 3 << 20) == Array(content[3 << 20 ..< (3 << 20) + 4096]))
+        #expect(mappedBytes(window) == 4 << 20)
+
+        // No waiting here: truncate(2) returned, so the pages are gone.
+        #expect(truncate(path, off_t((1 << 20) + 100)) == 0)
+        #expect(mappedBytes(window) == (1 << 20) + Self.page)
+
+        writeHost(path, Array(content[((1 << 20) + 100)...]), at: (1 << 20) + 100)
+        #expect(waitFor { mappedBytes(window) == 4 << 20 }, "mapped: \(mappedBytes(window))")
+
+        // An open with O_TRUNC empties the file: nothing of it stays mapped.
+        let emptied = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
+        #expect(emptied >= 0)
+        #expect(mappedBytes(window) == 0)
+        close(emptied)
+
+        // A host reader that opens the file now (its reads ask the guard) reads it.
+        writeHost(path, content)
+        #expect(waitFor { mappedBytes(window) == 4 << 20 }, "mapped: \(mappedBytes(window))")
+        #expect(readHost(path, count: content.count) == content)
         #expect(try file.read(count: 4096, at: 3 << 20) == Array(content[3 << 20 ..< (3 << 20) + 4096]))
         try file.close()
     }

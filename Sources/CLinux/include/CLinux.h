@@ -98,6 +98,20 @@ void daxfs_fence(void);
 /// handles). Returns the fanotify descriptor, or -1 with errno (EPERM
 /// without CAP_SYS_ADMIN).
 int daxfs_fanotify_watch(const char *path, uint64_t mask);
+/// A fanotify group of pre-content permission events (FAN_CLASS_PRE_CONTENT,
+/// non-blocking, FAN_REPORT_TID; event descriptors O_RDONLY | O_LARGEFILE |
+/// O_CLOEXEC), or -1 with errno.
+int daxfs_fanotify_pre_content(void);
+/// fanotify_mark(group, flags, mask, fd, NULL): marks the inode behind `fd`.
+int daxfs_fanotify_mark_inode(int group, unsigned int flags, uint64_t mask, int fd);
+/// FAN_PRE_ACCESS (Linux 6.14): a read, write or truncation of a marked file
+/// waits until the group answers; a truncation's range is {new size, 0}.
+static const uint64_t DAXFS_FAN_PRE_ACCESS = 0x00100000;
+static const uint64_t DAXFS_FAN_OPEN_PERM = 0x00010000;
+static const uint8_t DAXFS_FAN_EVENT_INFO_TYPE_RANGE = 6;
+static const unsigned int DAXFS_FAN_MARK_ADD = 0x00000001;
+static const unsigned int DAXFS_FAN_MARK_REMOVE = 0x00000002;
+static const uint32_t DAXFS_FAN_ALLOW = 0x01;
 /// open_by_handle_at(mount_fd, handle, flags); `handle` is a struct file_handle.
 int daxfs_open_by_handle(int mount_fd, const void *handle, int flags);
 /// The same with this thread's filesystem uid set to 0 for the call, so the
