@@ -263,6 +263,13 @@ int daxfs_fanotify_mark_inode(int group, unsigned int flags, uint64_t mask, int 
     return fanotify_mark(group, flags, mask, fd, NULL);
 }
 
+int daxfs_peer_pid(int sock) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+    return credentials.pid;
+}
+
 int daxfs_open_by_handle(int mount_fd, const void *handle, int flags) {
     return open_by_handle_at(mount_fd, (struct file_handle *)handle, flags);
 }

@@ -392,7 +392,8 @@ public final class VhostUserFSBackend: @unchecked Sendable {
                 let table = memoryTable
                 if backend.options.cacheSize > 0 {
                     let channel = BackendChannel(line: line, shmid: VhostUser.cacheWindowID, windowSize: backend.options.cacheSize,
-                                                 files: backend.options.mappableFiles, slotsInUse: { table.current.regions.count })
+                                                 files: backend.options.mappableFiles, slotsInUse: { table.current.regions.count },
+                                                 frontend: FrontendMaps.peer(of: socket.fd))
                     cacheWindow = channel
                     window = channel
                     logger.info("DAX window of \(backend.options.cacheSize >> 20) MiB through SHMEM_MAP/SHMEM_UNMAP")

@@ -40,9 +40,19 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         var setups = 0, removes = 0, shmemMaps = 0, shmemUnmaps = 0, resizes = 0
         /// Host truncations the truncation guard held, and those let through before the frontend answered.
         var truncationsHeld = 0, truncationsPastDeadline = 0
+        /// Waits for the frontend process to release pages a held truncation takes away.
+        var releaseWaits = 0, releasesPastDeadline = 0
+        var releaseNanoseconds: [UInt64] = []
         var description: String {
-            "\(setups) SETUPMAPPING, \(removes) REMOVEMAPPING ranges, \(shmemMaps) SHMEM_MAP, \(shmemUnmaps) SHMEM_UNMAP, \(resizes) size changes followed, \(truncationsHeld) truncations held (\(truncationsPastDeadline) past the deadline)"
+            var text = "\(setups) SETUPMAPPING, \(removes) REMOVEMAPPING ranges, \(shmemMaps) SHMEM_MAP, \(shmemUnmaps) SHMEM_UNMAP, \(resizes) size changes followed, \(truncationsHeld) truncations held (\(truncationsPastDeadline) past the deadline)"
+            if releaseWaits > 0 {
+                let sorted = releaseNanoseconds.sorted()
+                func milliseconds(_ ns: UInt64) -> String { "\(ns / 1_000_000).\(ns / 100_000 % 10)" }
+                text += "; the frontend released truncated pages \(milliseconds(sorted[sorted.count / 2])) ms after (median, longest \(milliseconds(sorted.last ?? 0)) ms, \(releasesPastDeadline) not within \(Self.releaseDeadlineText))"
+            }
+            return text
         }
+        static let releaseDeadlineText = "1.5 s"
     }
     let counters = Locked(Counters())
 
@@ -52,8 +62,13 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// mapping short of it, keeping a few slots for guest RAM changes.
     static let memorySlotCeiling = 500
 
+    /// The frontend process, whose address space says when a range it
+    /// unmapped is really gone (see `FrontendMaps`).
+    private let frontend: FrontendMaps?
+
     init(line: BackendRequestLine, shmid: UInt8, windowSize: UInt64, files: (any MappableFileSource)? = nil,
-         slotsInUse: (@Sendable () -> Int)? = nil) {
+         slotsInUse: (@Sendable () -> Int)? = nil, frontend: FrontendMaps? = nil) {
+        self.frontend = frontend
         self.line = line
         self.shmid = shmid
         self.windowSize = windowSize
@@ -87,13 +102,31 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         } else {
             descriptor = SharedDescriptor(adopting: try Syscall.call { dup(fd) })
         }
-        if let node { track(node, fd: fd, file: file, size: UInt64(max(0, info.st_size))) }
+        if let node {
+            let shown = (try? Syscall.fstat(descriptor.rawValue)).map { MappedFile(device: UInt64($0.st_dev), inode: UInt64($0.st_ino)) } ?? file
+            track(node, fd: fd, file: file, shownAs: shown, size: UInt64(max(0, info.st_size)))
+        }
         let wanted = FrontendMapping(windowOffset: windowOffset, length: length, requestedLength: length, node: node,
                                      fileOffset: fileOffset, file: file, writable: mapWritable, descriptor: descriptor)
         try table.withLock { mappings throws(Errno) in
+            mappings.forgetSuspended(windowOffset, windowOffset + length)
+            // A frontend that maps pages past the end of the file dies of
+            // SIGBUS when its guest touches one (QEMU: the shadow file lets
+            // any range be mapped), and a guest that still believes an old
+            // size asks for such ranges. A range wholly past the end is not
+            // mapped (it comes when the file reaches it, `resynchronize`);
+            // the range that holds the end is mapped whole, as the daxfs
+            // client checks its ranges are (see docs/ARCHITECTURE.md).
+            if files != nil, let node {
+                resynchronize(node, assuming: nil, in: &mappings)
+                if fileOffset >= validEnd(of: node) && fileOffset > 0 {
+                    try run(mappings.plan(replacing: windowOffset, windowOffset + length, with: nil), on: &mappings)
+                    mappings.suspend(wanted)
+                    return
+                }
+            }
             // Linux's read-only → writable upgrade of a range already mapped
             // read-write, or the same SETUPMAPPING again: nothing to change.
-            mappings.forgetSuspended(windowOffset, windowOffset + length)
             if mappings.holds(wanted) { return }
             try run(mappings.plan(replacing: windowOffset, windowOffset + length, with: wanted), on: &mappings)
         }
@@ -159,6 +192,8 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     private struct Tracked {
         let real: SharedDescriptor
         let file: MappedFile
+        /// The file the frontend maps: `file`, or its shadow (`MappableFileSource`).
+        let shownAs: MappedFile
         var size: UInt64
         var watch: Int32
         /// Whether the truncation guard holds this file's truncations.
@@ -197,17 +232,44 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         truncationGuard.withLock { $0.guard }?.unwatch(entry.real.rawValue)
     }
 
+    /// The end of the last page of `node`'s file that may be mapped: its size
+    /// rounded up to a page, or that of a held truncation still to come.
+    private func validEnd(of node: NodeID) -> UInt64 {
+        let size = tracked.withLock { t -> UInt64 in
+            guard let entry = t[node] else { return UInt64.max }
+            return min(entry.size, entry.coming?.size ?? UInt64.max)
+        }
+        let page = UInt64(HostPage.size)
+        return size > UInt64.max - page ? size : (size + page - 1) & ~(page - 1)
+    }
+
     /// A truncation of `file` to `size` waits for this (the truncation guard).
     private func fileWillShrink(_ file: MappedFile, to size: UInt64) {
-        let nodes = tracked.withLock { t in t.filter { $0.value.file == file }.map(\.key) }
-        for node in nodes { resynchronize(node, assuming: size) }
+        let nodes = tracked.withLock { t in t.filter { $0.value.file == file }.map { ($0.key, $0.value.shownAs) } }
+        for (node, _) in nodes { resynchronize(node, assuming: size) }
+        // The frontend answered its unmaps; QEMU lets go of the pages later.
+        guard let frontend, let shown = nodes.first?.1 else { return }
+        let start = monotonicNanoseconds()
+        let page = UInt64(HostPage.size)
+        let end = size > UInt64.max - page ? size : (size + page - 1) & ~(page - 1)
+        let released = frontend.waitUntilUnmapped(shown, from: end, deadline: start + Self.releaseDeadline)
+        let took = monotonicNanoseconds() - start
+        counters.withLock { c in
+            c.releaseWaits += 1
+            c.releaseNanoseconds.append(took)
+            if !released { c.releasesPastDeadline += 1 }
+        }
     }
+
+    /// How long a held truncation waits for the frontend to let go of the
+    /// pages it unmapped (the truncation guard's own deadline is longer).
+    static let releaseDeadline: UInt64 = 1_500_000_000
 
     private func recheck(_ file: MappedFile) {
         for node in tracked.withLock({ t in t.filter { $0.value.file == file }.map(\.key) }) { resynchronize(node) }
     }
 
-    private func track(_ node: NodeID, fd: Int32, file: MappedFile, size: UInt64) {
+    private func track(_ node: NodeID, fd: Int32, file: MappedFile, shownAs shown: MappedFile, size: UInt64) {
         // A node kept as a spare may since stand for another file (node ids
         // are reused after FORGET): follow the file the client maps now.
         let (same, stale) = tracked.withLock { t -> (Bool, Tracked?) in
@@ -228,7 +290,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
             return current?.add(descriptor.rawValue, node: node) ?? -1
         }
         let guarded = guardTruncations(of: descriptor.rawValue)
-        tracked.withLock { $0[node] = Tracked(real: descriptor, file: file, size: size, watch: watch, guarded: guarded, coming: nil) }
+        tracked.withLock { $0[node] = Tracked(real: descriptor, file: file, shownAs: shown, size: size, watch: watch, guarded: guarded, coming: nil) }
     }
 
     func fileMayHaveResized(node: NodeID) {
@@ -248,6 +310,13 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// `assuming` is a size the file is about to have: a truncation the
     /// truncation guard holds until its pages are out of the window.
     func resynchronize(_ node: NodeID, assuming coming: UInt64? = nil) {
+        // The size is read under the table's lock: a size read before a held
+        // truncation must not be applied after it (pages past the new end
+        // mapped again, with nothing left to take them away).
+        table.withLock { mappings in resynchronize(node, assuming: coming, in: &mappings) }
+    }
+
+    private func resynchronize(_ node: NodeID, assuming coming: UInt64?, in mappings: inout WindowMappings) {
         guard let (real, old) = tracked.withLock({ t in t[node].map { ($0.real, $0.size) } }),
               let info = try? Syscall.fstat(real.rawValue) else { return }
         var size = UInt64(max(0, info.st_size))
@@ -274,7 +343,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
         counters.withLock { $0.resizes += 1 }
         let page = UInt64(HostPage.size)
         let validEnd = size > UInt64.max - page ? size : (size + page - 1) & ~(page - 1)
-        table.withLock { mappings in
+        do {
             for mapping in mappings.mappings(of: node) {
                 let fileEnd = mapping.fileOffset + mapping.length
                 var steps: [WindowStep] = []

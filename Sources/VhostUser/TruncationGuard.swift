@@ -341,3 +341,12 @@ final class TruncationGuard: @unchecked Sendable {
 private extension String {
     var trimmingNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
 }
+
+extension VhostUserFSBackend {
+    /// Why host truncations of files shared from `directory` cannot wait for
+    /// the frontend to let go of their pages (see `TruncationGuard`), or nil
+    /// when they can.
+    public static func truncationHoldUnavailable(in directory: String) -> String? {
+        TruncationGuard.unavailable(in: directory)
+    }
+}

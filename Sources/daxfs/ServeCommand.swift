@@ -113,6 +113,11 @@ struct ServeCommand: ParsableCommand {
             } catch {
                 logger.warning("\(error): QEMU 11.1 will refuse to map the last partial page of files and read-only mappings (the guest sees EIO there); daxfs client frontends are not affected")
             }
+            if let why = VhostUserFSBackend.truncationHoldUnavailable(in: root) {
+                logger.warning("host truncations of mapped files cannot wait for the frontend here: \(why); a host process that truncates a file a guest maps can kill QEMU with SIGBUS")
+            } else {
+                logger.info("host truncations of mapped files wait until the frontend no longer maps the pages they remove")
+            }
         }
         let options2 = fsOptions
         let backend = VhostUserFSBackend(options: options, logger: logger) { () throws(Errno) -> any FileSystem in

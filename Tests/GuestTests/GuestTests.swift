@@ -31,10 +31,14 @@ struct GuestTests {
         /// `daxfs serve` with a 32 MiB DAX window on QEMU 11.1's generic
         /// vhost-user-test-device-pci, mounted with dax=always: check-dax.sh.
         case daxfsDax = "daxfs-dax"
+        /// The same device while the host truncates and restores a file the
+        /// guest reads through DAX (read(2) and MAP_SHARED), 100 times:
+        /// check-truncate.sh and host-truncate.py. QEMU must survive.
+        case daxfsDaxTruncate = "daxfs-dax-truncate"
         var testDescription: String { rawValue }
         var requestQueues: Int { self == .daxfsThreadPool ? 2 : 1 }
         /// Runs QEMU 11.1 from the sid chroot rather than Debian's 7.2.
-        var needsSidChroot: Bool { [.daxfsQemu11, .virtiofsdRustQemu11, .daxfsDax].contains(self) }
+        var needsSidChroot: Bool { [.daxfsQemu11, .virtiofsdRustQemu11, .daxfsDax, .daxfsDaxTruncate].contains(self) }
         /// run-guest.sh options beyond the backend command and the timeouts.
         var scriptArguments: [String] {
             var arguments = ["--request-queues", String(requestQueues)]
@@ -42,9 +46,18 @@ struct GuestTests {
             if self == .daxfsDax {
                 arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-dax.sh"]
             }
+            if self == .daxfsDaxTruncate {
+                arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-truncate.sh"]
+            }
             return arguments
         }
-        var expectedChecks: [String] { self == .daxfsDax ? GuestTests.expectedDaxChecks : GuestTests.expectedChecks }
+        var expectedChecks: [String] {
+            switch self {
+            case .daxfsDax: GuestTests.expectedDaxChecks
+            case .daxfsDaxTruncate: GuestTests.expectedTruncateChecks
+            default: GuestTests.expectedChecks
+            }
+        }
     }
 
     static let repoRoot = URL(fileURLWithPath: #filePath)
@@ -76,6 +89,12 @@ struct GuestTests {
         "host-sum-0", "host-sum-1", "host-sum-6", "host-sum-4095", "host-sum-4096", "host-sum-4097",
         "host-sum-2097151", "host-sum-2097153", "host-sum-64m", "guest-32m-sum-matches",
         "host-sees-guest-mmap", "backend-exit",
+    ]
+
+    /// check-truncate.sh's readers ran to the end, and host-truncate.py's
+    /// cycles all ran with QEMU alive.
+    static let expectedTruncateChecks = [
+        "mount", "truncate-readers", "umount", "guest-finished", "qemu-exit", "host-truncate", "backend-exit",
     ]
 
     @Test(arguments: Backend.allCases)
@@ -121,7 +140,19 @@ struct GuestTests {
             return "no /boot/vmlinuz-* (apt-get install linux-image-cloud-amd64)"
         }
         if backend == .virtiofsd && access(virtiofsd, X_OK) != 0 { return "\(virtiofsd) missing" }
+        if backend == .daxfsDaxTruncate, let release = kernelRelease(), release < (6, 14) {
+            return "host kernel \(release.0).\(release.1) has no fanotify pre-content events (Linux 6.14), so host truncations cannot wait for QEMU"
+        }
         return nil
+    }
+
+    /// The host kernel's (major, minor) version.
+    static func kernelRelease() -> (Int, Int)? {
+        var names = utsname()
+        guard uname(&names) == 0 else { return nil }
+        let release = withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : nil
     }
 
     /// The backend as a shell command for run-guest.sh ({socket}, {dir},
@@ -141,7 +172,7 @@ struct GuestTests {
             // sandbox and no file handles.
             return "'\(inChrootScript)' '\(chroot)' \(sidVirtiofsd) --socket-path={chroot_socket} "
                 + "--shared-dir={chroot_dir} --sandbox=chroot --inode-file-handles=never --cache=auto --xattr"
-        case .daxfsDax:
+        case .daxfsDax, .daxfsDaxTruncate:
             return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --cache-size-mib 32 --tag myfs"
         }
     }

@@ -1,4 +1,5 @@
 import Glibc
+import HostSystem
 import Testing
 @testable import VhostUser
 
@@ -89,5 +90,44 @@ import Testing
         #expect(TruncationGuard.shrinkingSize(of: read, intent: .truncates(to: 100), fileSize: 1 << 20) == 100)
         #expect(TruncationGuard.shrinkingSize(of: truncation, intent: .keepsSize, fileSize: 1 << 20) == nil)
         #expect(TruncationGuard.shrinkingSize(of: read, intent: .collapses(3 << 20), fileSize: 1 << 20) == 0)
+    }
+
+    @Test func mapsLinesSayWhichFilePagesAProcessHolds() {
+        // dev 0xfd01 is major 0xfd, minor 1; the second line maps file offsets [2 MiB, 4 MiB).
+        let text = Array("""
+            55d0c0000000-55d0c0001000 r--p 00000000 fd:01 131 /usr/bin/qemu
+            7f0000000000-7f0000200000 rw-s 00200000 00:3a 77                         /tmp/daxfs-shadow-1/f (deleted)
+            7f1000000000-7f1000001000 rw-p 00000000 00:00 0
+            """.utf8)
+        let shadow = MappedFile(device: 0x3A, inode: 77)
+        #expect(FrontendMaps.mapsPages(in: text, of: shadow, from: 0))
+        #expect(FrontendMaps.mapsPages(in: text, of: shadow, from: (4 << 20) - 4096))
+        #expect(!FrontendMaps.mapsPages(in: text, of: shadow, from: 4 << 20))
+        #expect(!FrontendMaps.mapsPages(in: text, of: MappedFile(device: 0x3A, inode: 78), from: 0))
+        #expect(!FrontendMaps.mapsPages(in: text, of: MappedFile(device: 0xFD01, inode: 77), from: 0))
+        #expect(FrontendMaps.mapsPages(in: text, of: MappedFile(device: 0xFD01, inode: 131), from: 0))
+        #expect(!FrontendMaps.mapsPages(in: Array("garbage\n-\n1-0 x y z 77".utf8), of: shadow, from: 0))
+    }
+
+    /// This process as the frontend: a real mapping, then none.
+    @Test func aProcessThatUnmappedNoLongerHoldsThePages() throws {
+        var name = Array("/tmp/daxfs-maps-XXXXXX".utf8CString)
+        let fd = mkstemp(&name)
+        try #require(fd >= 0)
+        defer { close(fd); unlink(name) }
+        #expect(ftruncate(fd, 4 * 4096) == 0)
+        var info = stat()
+        #expect(fstat(fd, &info) == 0)
+        let file = MappedFile(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        let me = FrontendMaps(pid: getpid())
+        #expect(me.mapsPages(of: file, from: 0) == false)
+        let pages = mmap(nil, 2 * 4096, PROT_READ, MAP_SHARED, fd, 4096)
+        try #require(pages != MAP_FAILED)
+        #expect(me.mapsPages(of: file, from: 0) == true)
+        #expect(me.mapsPages(of: file, from: 2 * 4096) == true)
+        #expect(me.mapsPages(of: file, from: 3 * 4096) == false)
+        munmap(pages, 2 * 4096)
+        #expect(me.waitUntilUnmapped(file, from: 0, deadline: monotonicNanoseconds() + 1_000_000_000))
+        #expect(FrontendMaps(pid: Int32.max).mapsPages(of: file, from: 0) == nil)
     }
 }

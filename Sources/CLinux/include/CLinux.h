@@ -112,6 +112,9 @@ static const uint8_t DAXFS_FAN_EVENT_INFO_TYPE_RANGE = 6;
 static const unsigned int DAXFS_FAN_MARK_ADD = 0x00000001;
 static const unsigned int DAXFS_FAN_MARK_REMOVE = 0x00000002;
 static const uint32_t DAXFS_FAN_ALLOW = 0x01;
+/// The pid of the process at the other end of Unix socket `sock`
+/// (SO_PEERCRED), or -1 with errno.
+int daxfs_peer_pid(int sock);
 /// open_by_handle_at(mount_fd, handle, flags); `handle` is a struct file_handle.
 int daxfs_open_by_handle(int mount_fd, const void *handle, int flags);
 /// The same with this thread's filesystem uid set to 0 for the call, so the
