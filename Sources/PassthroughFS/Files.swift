@@ -74,10 +74,29 @@ extension PassthroughFS {
         let openFlags = (Int32(bitPattern: flags) | O_CREAT | DAXFS_O_NOFOLLOW) & ~Self.droppedCreateFlags
         let fd = try directory.withFD { directoryFD throws(Errno) in
             try name.withCString { name throws(Errno) in
-                try Syscall.openat(directoryFD, name, flags: openFlags, mode: mode & 0o7777)
+                try createOrOpenRegular(directoryFD, name, flags: openFlags, mode: mode & 0o7777)
             }
         }
         return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: killSuidgid)
+    }
+
+    /// openat(O_CREAT) that never opens an existing special file: the name
+    /// is created exclusively first; when it exists (and O_EXCL was not
+    /// asked), it is opened O_PATH, and only a regular file is opened again
+    /// with `flags` (a device node, FIFO or socket there: EBADF, see `reopen`).
+    func createOrOpenRegular(_ directory: Int32, _ name: UnsafePointer<CChar>, flags: Int32, mode: UInt32) throws(Errno) -> Int32 {
+        do {
+            return try Syscall.openat(directory, name, flags: flags | O_EXCL, mode: mode)
+        } catch where error == .exists && flags & O_EXCL == 0 {}
+        let path = try Syscall.openat(directory, name, flags: DAXFS_O_PATH | DAXFS_O_NOFOLLOW | O_CLOEXEC)
+        defer { Syscall.close(path) }
+        let info = try Syscall.fstat(path)
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return try reopen(path, flags: flags & ~(O_CREAT | O_EXCL | DAXFS_O_NOFOLLOW))
+        case S_IFDIR: throw .isDirectory
+        case S_IFLNK: throw .loop
+        default: throw .badFileDescriptor
+        }
     }
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened) {

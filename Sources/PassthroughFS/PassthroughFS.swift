@@ -308,10 +308,15 @@ public final class PassthroughFS: FileSystem {
         try withProcName(fd) { name throws(Errno) in try Syscall.openat(procSelfFD, name, flags: flags) }
     }
 
-    /// Opens `inode` again with `flags`, through /proc/self/fd.
+    /// Opens `inode` again with `flags`, through /proc/self/fd. Only regular
+    /// files and directories are opened (O_PATH aside): opening a host
+    /// device node would hand a client the host's device (virtiofsd's
+    /// CVE-2020-35517), and a FIFO would block the thread in open(2). A Linux
+    /// client opens special files itself and never asks; EBADF as virtiofsd.
     @inline(__always)
     func reopen(_ inode: Inode, flags: Int32) throws(Errno) -> Int32 {
-        try inode.withFD { fd throws(Errno) in try reopen(fd, flags: flags) }
+        guard inode.isRegular || inode.isDirectory || flags & DAXFS_O_PATH != 0 else { throw .badFileDescriptor }
+        return try inode.withFD { fd throws(Errno) in try reopen(fd, flags: flags) }
     }
 
     /// `withProcName` for `inode`'s descriptor.

@@ -359,6 +359,9 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         }
 
         private func stopAll() {
+            // A queue thread waiting for a SHMEM reply from a frontend that
+            // is gone (or stopped) is released first, or stopping it waits forever.
+            backendLine?.close()
             for index in vrings.indices { _ = stop(index) }
             device?.shutdown()
             device?.session.end()

@@ -38,6 +38,8 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// (`unmap` calls), and the SHMEM_MAP/SHMEM_UNMAP messages they took.
     struct Counters: Sendable, Equatable, CustomStringConvertible {
         var setups = 0, removes = 0, shmemMaps = 0, shmemUnmaps = 0, resizes = 0
+        /// SHMEM_UNMAPs the frontend acknowledged.
+        var shmemUnmapsTaken = 0
         /// Host truncations the truncation guard held, and those let through before the frontend answered.
         var truncationsHeld = 0, truncationsPastDeadline = 0
         /// Waits for the frontend process to release pages a held truncation takes away.
@@ -183,6 +185,7 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     private func sendUnmap(_ windowOffset: UInt64, _ length: UInt64) throws(Errno) {
         counters.withLock { $0.shmemUnmaps += 1 }
         try line.request(.shmemUnmap, payload: payload(fileOffset: 0, windowOffset: windowOffset, length: length, flags: 0), fd: nil)
+        counters.withLock { $0.shmemUnmapsTaken += 1 }
     }
 
     // MARK: Following file sizes
@@ -246,9 +249,12 @@ final class BackendChannel: WindowMapper, @unchecked Sendable {
     /// A truncation of `file` to `size` waits for this (the truncation guard).
     private func fileWillShrink(_ file: MappedFile, to size: UInt64) {
         let nodes = tracked.withLock { t in t.filter { $0.value.file == file }.map { ($0.key, $0.value.shownAs) } }
+        let unmapsBefore = counters.withLock { $0.shmemUnmapsTaken }
         for (node, _) in nodes { resynchronize(node, assuming: size) }
-        // The frontend answered its unmaps; QEMU lets go of the pages later.
-        guard let frontend, let shown = nodes.first?.1 else { return }
+        // The frontend took its unmaps; QEMU lets go of the pages later. (A
+        // frontend that refused them — the daxfs client's guarded window,
+        // which copies fault-safe — keeps them: nothing to wait for.)
+        guard let frontend, let shown = nodes.first?.1, counters.withLock({ $0.shmemUnmapsTaken }) != unmapsBefore else { return }
         let start = monotonicNanoseconds()
         let page = UInt64(HostPage.size)
         let end = size > UInt64.max - page ? size : (size + page - 1) & ~(page - 1)
@@ -450,6 +456,8 @@ final class BackendRequestLine: @unchecked Sendable {
     private let gate = Locked(Gate())
     /// Written by `close` to wake a request waiting for its reply.
     private let wake: SharedDescriptor
+    /// Whether the last wait ended at `replyTimeout` (only under `lock`).
+    private var timedOut = false
 
     private struct Gate {
         var open = true
@@ -479,7 +487,8 @@ final class BackendRequestLine: @unchecked Sendable {
 
     /// Sends `request` and waits for the frontend's answer. Throws EIO when
     /// the frontend refused it, EBUSY when the device is stopped (nothing
-    /// sent, or given up on), ENOTCONN when the channel is gone.
+    /// sent, or given up on), ETIMEDOUT when no answer came within
+    /// `replyTimeout`, ENOTCONN when the channel is gone.
     func request(_ request: VhostUser.BackendRequest, payload: [UInt8], fd: Int32?) throws(Errno) {
         try lock.withLock { _ throws(Errno) in
             guard isOpen else { throw .busy }
@@ -490,9 +499,10 @@ final class BackendRequestLine: @unchecked Sendable {
                     // The frontend answers within microseconds when its client
                     // thread is spinning: look for the reply before sleeping.
                     socket.spinUntilReadable(nanoseconds: 200_000)
+                    timedOut = false
                     guard waitForReply() else {
                         gate.withLock { $0.staleReplies += 1 }
-                        throw VhostError.system(.busy)
+                        throw VhostError.system(timedOut ? Errno(ETIMEDOUT) : .busy)
                     }
                     let reply = try socket.receive()
                     let skip = gate.withLock { gate in
@@ -518,13 +528,22 @@ final class BackendRequestLine: @unchecked Sendable {
         }
     }
 
-    /// Sleeps until a reply can be read (true) or the line is closed (false).
+    /// How long a backend request waits for its reply: QEMU answers within
+    /// milliseconds; one that does not answer fails the request (ETIMEDOUT)
+    /// rather than holding a queue thread for good.
+    static let replyTimeout: UInt64 = 10_000_000_000
+
+    /// Sleeps until a reply can be read (true) or the line is closed or the
+    /// reply is overdue (false).
     private func waitForReply() -> Bool {
         var fds = [pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.rawValue, events: Int16(POLLIN), revents: 0)]
+        let deadline = monotonicNanoseconds() + Self.replyTimeout
         while true {
             fds[0].revents = 0
             fds[1].revents = 0
-            let ready = poll(&fds, 2, -1)
+            let now = monotonicNanoseconds()
+            guard now < deadline else { timedOut = true; return false }
+            let ready = poll(&fds, 2, Int32(min((deadline - now) / 1_000_000 + 1, 60_000)))
             if ready < 0 { if daxfs_errno() == EINTR { continue }; return true }  // let receive report it
             if fds[1].revents != 0 {
                 var counter: UInt64 = 0

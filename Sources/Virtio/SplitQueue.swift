@@ -9,6 +9,8 @@ public enum ChainError: Error, Equatable, Sendable {
     case loop
     case nestedIndirect
     case badIndirectTable
+    /// An indirect table of more than `SplitQueue.maxIndirectEntries` entries.
+    case indirectTableTooLong(UInt32)
     case readableAfterWritable
 }
 
@@ -168,6 +170,11 @@ public final class SplitQueue: @unchecked Sendable {
         return (nextUsed &- usedEvent &- 1) < (nextUsed &- old)
     }
 
+    /// The longest indirect table taken (as rust-vmm's virtio-queue): a
+    /// chain's index is 16 bits, and Linux's longest tables (a FUSE request
+    /// of max_pages pages) have a few hundred entries.
+    public static let maxIndirectEntries: UInt32 = 65_535
+
     private func walk(head: UInt16, memory: GuestMemory) throws(ChainError) -> DescriptorChain {
         guard head < size else { throw .headOutOfRange(head) }
         var chain = DescriptorChain(head: head, memory: memory)
@@ -189,6 +196,9 @@ public final class SplitQueue: @unchecked Sendable {
             if flags & Self.descriptorIndirect != 0 {
                 guard !indirect else { throw .nestedIndirect }
                 guard flags & Self.descriptorNext == 0, length > 0, length % 16 == 0 else { throw .badIndirectTable }
+                // The table's size bounds the walk and the chain kept: a
+                // guest must not make one request cost gigabytes.
+                guard length / 16 <= Self.maxIndirectEntries else { throw .indirectTableTooLong(length / 16) }
                 guard let pointer = memory.translate(GuestAddress(address), length: UInt64(length)) else {
                     throw .addressOutOfRange(address)
                 }

@@ -160,6 +160,162 @@ final class BackendFixture: @unchecked Sendable {
 
     /// Broken descriptor chains fail that request (completed with 0 bytes) and
     /// the device keeps serving.
+    /// Host device nodes, FIFOs and sockets are never opened for a client:
+    /// /dev/kmsg's node (c 1 11) in the share would hand out the host's
+    /// kernel log, a FIFO would block the queue thread in open(2). OPEN and
+    /// CREATE over an existing name fail with EBADF at once; the FIFO gets a
+    /// host writer after 3 s, so an open that blocked returns (and fails
+    /// the test) instead of hanging it.
+    @Test func specialFilesAreNeverOpenedForAClient() throws {
+        let fixture = try BackendFixture()
+        defer { fixture.stop() }
+        #expect(mknod(fixture.share + "/kmsg", S_IFCHR | 0o666, dev_t((1 << 8) | 11)) == 0)
+        #expect(mkfifo(fixture.share + "/fifo", 0o666) == 0)
+        let frontend = try VhostUserFrontend(socketPath: fixture.socketPath)
+        let channel = try VirtioChannel(frontend: frontend, slots: 2)
+        let client = FUSEClient(channel: channel)
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        let device = try client.lookup(parent: .root, name: "kmsg")
+        #expect(throws: Errno.badFileDescriptor) { _ = try client.open(NodeID(device.nodeid), flags: O_RDONLY) }
+        #expect(throws: Errno.badFileDescriptor) { _ = try client.create(parent: .root, name: "kmsg", mode: 0o644, flags: O_RDWR) }
+
+        let fifoPath = fixture.share + "/fifo"
+        let writer = try OSThread(name: "test-fifo-writer") {
+            usleep(3_000_000)
+            let fd = open(fifoPath, O_WRONLY | O_NONBLOCK)
+            if fd >= 0 { close(fd) }
+        }
+        defer { writer.join() }
+        let fifo = try client.lookup(parent: .root, name: "fifo")
+        let started = monotonicNanoseconds()
+        #expect(throws: Errno.badFileDescriptor) { _ = try client.open(NodeID(fifo.nodeid), flags: O_RDONLY) }
+        #expect(throws: Errno.badFileDescriptor) { _ = try client.create(parent: .root, name: "fifo", mode: 0o644, flags: O_RDONLY) }
+        #expect(monotonicNanoseconds() - started < 2_000_000_000, "an open waited for the FIFO's writer")
+        // A regular file still opens, created or existing.
+        let (entry, _) = try client.create(parent: .root, name: "plain", mode: 0o644, flags: O_RDWR)
+        _ = try client.open(NodeID(entry.nodeid), flags: O_RDONLY)
+        _ = try client.create(parent: .root, name: "plain", mode: 0o644, flags: O_RDWR)
+        #expect(throws: Errno.exists) { _ = try client.create(parent: .root, name: "plain", mode: 0o644, flags: O_RDWR | O_EXCL) }
+    }
+
+    /// A frontend window whose SHMEM_MAP never finishes until released.
+    final class StuckWindow: WindowMapper, @unchecked Sendable {
+        let windowSize: UInt64
+        let entered = Atomic<Bool>(false)
+        let released = Atomic<Bool>(false)
+        init(size: UInt64) { windowSize = size }
+        func map(fd: Int32, fileOffset: UInt64, windowOffset: UInt64, length: UInt64, writable: Bool) throws(Errno) {
+            entered.store(true, ordering: .releasing)
+            while !released.load(ordering: .acquiring) { usleep(1000) }
+            throw .io
+        }
+        func unmap(windowOffset: UInt64, length: UInt64) throws(Errno) {}
+    }
+
+    /// A frontend that disconnects while a SHMEM_MAP reply is pending: the
+    /// connection ends within two seconds (the waiting queue thread is
+    /// released), the SETUPMAPPING fails, and the backend serves the next
+    /// frontend.
+    @Test func aFrontendGoneWithAPendingShmemReplyEndsItsConnection() throws {
+        var options = FSBackendOptions()
+        options.cacheSize = 8 << 20
+        let fixture = try BackendFixture(options: options)
+        let share = fixture.share
+        writeHost(share + "/data", [UInt8](repeating: 7, count: 8192))
+        let stuck = Locked<StuckWindow?>(nil)
+        var frontend: VhostUserFrontend? = try VhostUserFrontend(socketPath: fixture.socketPath) { size throws(Errno) in
+            let window = StuckWindow(size: size)
+            stuck.withLock { $0 = window }
+            return window
+        }
+        guard let window = stuck.withLock({ $0 }) else { Issue.record("no window"); fixture.stop(); return }
+        let client = FUSEClient(channel: try VirtioChannel(frontend: frontend!, slots: 2))
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        let node = NodeID(try client.lookup(parent: .root, name: "data").nodeid)
+        let opened = try client.open(node, flags: O_RDONLY)
+        let outcome = Locked<Errno?>(nil)
+        let mapper = try OSThread(name: "test-setupmapping") {
+            do throws(Errno) {
+                try client.setupMapping(node, fileOffset: 0, windowOffset: 0, length: 2 << 20, writable: false, handle: FileHandle(opened.fh))
+            } catch { outcome.withLock { $0 = error } }
+        }
+        for _ in 0 ..< 2000 where !window.entered.load(ordering: .acquiring) { usleep(1000) }
+        let reached = window.entered.load(ordering: .acquiring)
+        #expect(reached, "the SHMEM_MAP never reached the frontend")
+
+        let endingsBefore = fixture.endings.list.withLock { $0.count }
+        Glibc.shutdown(frontend!.socket.fd, Int32(SHUT_RDWR))
+        let started = monotonicNanoseconds()
+        var ended = false
+        while !ended && monotonicNanoseconds() - started < 5_000_000_000 {
+            ended = fixture.endings.list.withLock { $0.count } > endingsBefore
+            if !ended { usleep(2000) }
+        }
+        let took = monotonicNanoseconds() - started
+        #expect(ended && took < 2_000_000_000, "the connection took \(took / 1_000_000) ms to end")
+        window.released.store(true, ordering: .releasing)
+        mapper.join()
+        #expect(outcome.withLock { $0 } != nil, "the SETUPMAPPING succeeded")
+        frontend = nil
+        guard ended else { return }  // a backend still stuck would hang stop()
+        defer { fixture.stop() }
+        // The next frontend is served (and gone before the fixture stops).
+        do {
+            let next = try VhostUserFrontend(socketPath: fixture.socketPath)
+            let nextClient = FUSEClient(channel: try VirtioChannel(frontend: next, slots: 2))
+            _ = try nextClient.initialize(flags: [.maxPages, .initExt])
+            #expect(try nextClient.getattr(.root).mode & 0o170000 == 0o040000)
+        }
+    }
+
+    /// The process's peak resident memory (VmHWM), in KiB.
+    static func peakResidentKiB() -> Int {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
+    /// A 256 MiB indirect table whose entry 0 loops to itself: refused by
+    /// its size before a single entry is read, so the backend does not grow
+    /// (the walk used to keep every entry it visited, one per 16 bytes of
+    /// table, before it found the loop), and the device goes on.
+    @Test func hugeIndirectTablesAreRefusedBeforeTheyAreWalked() throws {
+        let fixture = try BackendFixture()
+        defer { fixture.stop() }
+        var options = VhostUserFrontend.Options()
+        options.guestMemorySize = 320 << 20
+        let frontend = try VhostUserFrontend(socketPath: fixture.socketPath, options: options)
+        let channel = try VirtioChannel(frontend: frontend, slots: 2)
+        let client = FUSEClient(channel: channel)
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        let queue = frontend.queues[1]
+        let memory = frontend.memory
+        let ring = queue.ring
+        let tableLength: UInt64 = 256 << 20
+        let table = try memory.allocate(tableLength, alignment: 4096)
+        let entry = memory.pointer(table)
+        entry.storeBytes(of: table.littleEndian, toByteOffset: 0, as: UInt64.self)
+        entry.storeBytes(of: UInt32(64).littleEndian, toByteOffset: 8, as: UInt32.self)
+        entry.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 12, as: UInt16.self)  // NEXT
+        entry.storeBytes(of: UInt16(0).littleEndian, toByteOffset: 14, as: UInt16.self)  // to itself
+        let before = Self.peakResidentKiB()
+        let completed: [(head: UInt16, length: UInt32)] = queue.lock.withLock { _ in
+            ring.writeDescriptor(100, address: table, length: UInt32(tableLength), flags: 4, next: 0)
+            ring.publishRaw(head: 100)
+            queue.notify()
+            var done: [(head: UInt16, length: UInt32)] = []
+            for _ in 0 ..< 20_000 where done.isEmpty {
+                done = ring.reap()
+                if done.isEmpty { usleep(1000) }
+            }
+            return done
+        }
+        let grown = Self.peakResidentKiB() - before
+        #expect(completed.count == 1 && completed.first?.head == 100 && completed.first?.length == 0)
+        #expect(grown < 64 << 10, "the backend grew by \(grown) KiB for one request")
+        #expect(try client.getattr(.root).mode & 0o170000 == 0o040000, "device stopped")
+    }
+
     @Test func badDescriptorChainsFailOnlyThatRequest() throws {
         let fixture = try BackendFixture()
         defer { fixture.stop() }
