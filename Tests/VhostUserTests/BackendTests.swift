@@ -268,6 +268,23 @@ final class BackendFixture: @unchecked Sendable {
         }
     }
 
+    /// Writes descriptors with `build`, publishes `head` bypassing the
+    /// driver's own bookkeeping, and waits for the backend to complete it.
+    static func publishRaw(head: UInt16, on queue: FrontendQueue, waitingMilliseconds: Int,
+                           _ build: () -> Void) -> [(head: UInt16, length: UInt32)] {
+        queue.lock.withLock { _ in
+            build()
+            queue.ring.publishRaw(head: head)
+            queue.notify()
+            var done: [(head: UInt16, length: UInt32)] = []
+            for _ in 0 ..< waitingMilliseconds where done.isEmpty {
+                done = queue.ring.reap()
+                if done.isEmpty { usleep(1000) }
+            }
+            return done
+        }
+    }
+
     /// The process's peak resident memory (VmHWM), in KiB.
     static func peakResidentKiB() -> Int {
         let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
@@ -299,16 +316,8 @@ final class BackendFixture: @unchecked Sendable {
         entry.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 12, as: UInt16.self)  // NEXT
         entry.storeBytes(of: UInt16(0).littleEndian, toByteOffset: 14, as: UInt16.self)  // to itself
         let before = Self.peakResidentKiB()
-        let completed: [(head: UInt16, length: UInt32)] = queue.lock.withLock { _ in
+        let completed = Self.publishRaw(head: 100, on: queue, waitingMilliseconds: 20_000) {
             ring.writeDescriptor(100, address: table, length: UInt32(tableLength), flags: 4, next: 0)
-            ring.publishRaw(head: 100)
-            queue.notify()
-            var done: [(head: UInt16, length: UInt32)] = []
-            for _ in 0 ..< 20_000 where done.isEmpty {
-                done = ring.reap()
-                if done.isEmpty { usleep(1000) }
-            }
-            return done
         }
         let grown = Self.peakResidentKiB() - before
         #expect(completed.count == 1 && completed.first?.head == 100 && completed.first?.length == 0)
@@ -351,17 +360,7 @@ final class BackendFixture: @unchecked Sendable {
                 ring.writeDescriptor(101, address: buffer + 1024, length: 1024, flags: 2, next: 0) }),
         ]
         for (name, build) in broken {
-            let completed: [(head: UInt16, length: UInt32)] = queue.lock.withLock { _ in
-                build()
-                ring.publishRaw(head: 100)
-                queue.notify()
-                var done: [(head: UInt16, length: UInt32)] = []
-                for _ in 0 ..< 1000 where done.isEmpty {
-                    done = ring.reap()
-                    if done.isEmpty { usleep(1000) }
-                }
-                return done
-            }
+            let completed = Self.publishRaw(head: 100, on: queue, waitingMilliseconds: 1000, build)
             #expect(completed.count == 1, "\(name): not completed")
             #expect(completed.first?.head == 100, "\(name)")
             if name == "garbage request" {
