@@ -57,6 +57,7 @@ extension PassthroughFS {
     }
 
     public func releasedir(_ ctx: RequestContext, node: NodeID, handle: FileHandle, flags: UInt32) throws(Errno) {
+        try become(ctx)
         guard handles.withLock({ $0.directories.removeValue(forKey: handle.rawValue) }) != nil else { throw .badFileDescriptor }
     }
 

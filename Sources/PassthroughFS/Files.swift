@@ -286,6 +286,9 @@ extension PassthroughFS {
     }
 
     public func release(_ ctx: RequestContext, node: NodeID, handle: FileHandle, flags: UInt32, lockOwner: UInt64?, flush: Bool, flockRelease: Bool) throws(Errno) {
+        // Not with whatever credentials this thread had last (the kernel
+        // sends RELEASE with no caller: uid 0).
+        try become(ctx)
         guard let file = handles.withLock({ $0.files.removeValue(forKey: handle.rawValue) }) else { throw .badFileDescriptor }
         // The kernel may still hold this open file description as a backing file; unlock explicitly.
         if flockRelease { try? Syscall.flock(file.fd, operation: LOCK_UN) }

@@ -1,3 +1,4 @@
+import CLinux
 import FUSEServer
 import Glibc
 import HostSystem
@@ -10,14 +11,24 @@ extension PassthroughFS {
         try become(ctx)
         let inode: Inode
         if let handle {
+            // The caller's open is the permission, as for mmap(2) of its descriptor.
             let file = try openFile(handle)
             guard file.inode.id == node || node.rawValue == 0 else { throw .badFileDescriptor }
             if writable && !file.canWrite { throw .permissionDenied }
+            if !file.canRead { throw .permissionDenied }
             inode = file.inode
         } else {
             inode = try self.inode(node)
         }
         guard inode.isRegular else { throw .noDevice }  // mmap(2) of a non-regular file
+        // Linux asks without a handle (fh = -1): the caller's own access is
+        // checked on every request, since the descriptor below is shared by
+        // every caller once opened.
+        if handle == nil {
+            let wanted = writable ? R_OK | W_OK : R_OK
+            let allowed = try withProcName(inode) { name throws(Errno) in faccessat(procSelfFD, name, wanted, DAXFS_AT_EACCESS) == 0 }
+            guard allowed else { throw .permissionDenied }
+        }
         if let cached = inode.state.withLock({ writable ? $0.mappingWrite : ($0.mappingWrite ?? $0.mappingRead) }) {
             return cached
         }

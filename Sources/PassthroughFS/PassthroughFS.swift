@@ -348,16 +348,41 @@ public final class PassthroughFS: FileSystem {
         mode &= ~FileMode.setUID
         if mode & FileMode.groupExecute != 0 { mode &= ~FileMode.setGID }
         guard mode != original else { return }
+        // Only a caller who may write the file loses its set-id bits for it
+        // (natively: a write or truncation; a client asking for the kill on
+        // a read-only open, or a SETATTR with only the flag, changes nothing).
+        guard callerMayWrite(inode, fd: fd) else { return }
         // Clearing is the server's duty under FUSE_HANDLE_KILLPRIV_V2 and a
         // writer who is not the owner may not chmod: do it with our own
         // credentials, then act as the caller again.
-        _ = try Syscall.call { daxfs_become(0, 0) }
-        defer { try? become(ctx) }
-        if let fd {
-            try Syscall.fchmod(fd, mode: mode)
-        } else {
-            try withProcName(inode) { name throws(Errno) in try Syscall.fchmodat(procSelfFD, name, mode: mode, flags: 0) }
+        try withServerCredentials(restoring: ctx) { () throws(Errno) in
+            if let fd {
+                try Syscall.fchmod(fd, mode: mode)
+            } else {
+                try withProcName(inode) { name throws(Errno) in try Syscall.fchmodat(procSelfFD, name, mode: mode, flags: 0) }
+            }
         }
+    }
+
+    /// Whether the caller, whose credentials this thread has, may write
+    /// `inode`: `fd` is open for writing, or access(W_OK) allows it.
+    func callerMayWrite(_ inode: Inode, fd: Int32?) -> Bool {
+        if let fd, fcntl(fd, F_GETFL) & O_ACCMODE != O_RDONLY { return true }
+        let allowed = try? withProcName(inode) { name throws(Errno) in
+            faccessat(procSelfFD, name, W_OK, DAXFS_AT_EACCESS) == 0
+        }
+        return allowed ?? false
+    }
+
+    /// Runs `body` with the server's own credentials, then acts as `ctx`
+    /// again. A restore that fails fails the request: nothing after it may
+    /// run with the server's credentials.
+    func withServerCredentials<R>(restoring ctx: RequestContext, _ body: () throws(Errno) -> R) throws(Errno) -> R {
+        _ = try Syscall.call { daxfs_become(0, 0) }
+        let outcome: Result<R, Errno>
+        do throws(Errno) { outcome = .success(try body()) } catch { outcome = .failure(error) }
+        try become(ctx)
+        return try outcome.get()
     }
 
     /// New nodes get the caller's umask (FUSE_DONT_MASK: the kernel left it to

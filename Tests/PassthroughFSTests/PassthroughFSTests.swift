@@ -703,3 +703,89 @@ import Testing
         try f.release(entry.node, b)
     }
 }
+
+/// FUSE_HANDLE_KILLPRIV_V2 asks the server to clear set-id bits; only a
+/// caller who may write the file has them cleared, as natively (a write or
+/// truncation by a writer), and the server's own credentials are used for
+/// the chmod alone. Requests as uid 65534 run on a thread of their own: a
+/// request leaves its thread with the caller's credentials.
+@Suite struct SetIDClearingTests {
+    func mode(_ f: Fixture, _ name: String) -> UInt32 {
+        var info = stat()
+        return stat(f.dir.at(name), &info) == 0 ? UInt32(info.st_mode) & 0o7777 : 0
+    }
+
+    @Test func callersWhoMayNotWriteKeepTheBits() throws {
+        guard getuid() == 0 else { print("skipped: needs root to act as uid 65534"); return }
+        let f = try Fixture()
+        f.dir.write("suid", "#!/bin/sh\n", mode: 0o755)
+        #expect(chmod(f.dir.at("suid"), 0o4755) == 0)
+        let node = try f.lookup("suid").node
+        let fs = f.fs
+        let nobody = RequestContext(uid: 65534, gid: 65534)
+        // A read-only open that asks for the kill.
+        let opened = try onItsOwnThread { () throws(Errno) in try fs.open(nobody, node: node, flags: UInt32(O_RDONLY), killSuidgid: true) }
+        #expect(mode(f, "suid") == 0o4755)
+        try f.release(node, opened)
+        // A SETATTR that carries only the kill flag.
+        _ = try? onItsOwnThread { () throws(Errno) in try fs.setattr(nobody, node: node, SetattrRequest(killSuidgid: true)) }
+        #expect(mode(f, "suid") == 0o4755)
+        // nobody still cannot open root's 0755 file for writing.
+        #expect(throws: Errno.permissionDenied) {
+            _ = try onItsOwnThread { () throws(Errno) in try fs.open(nobody, node: node, flags: UInt32(O_WRONLY), killSuidgid: false) }
+        }
+    }
+
+    @Test func writersLoseTheBits() throws {
+        guard getuid() == 0 else { print("skipped: needs root to act as uid 65534"); return }
+        let f = try Fixture()
+        f.dir.write("shared", "data", mode: 0o757)
+        #expect(chmod(f.dir.at("shared"), 0o6757) == 0)
+        let node = try f.lookup("shared").node
+        let fs = f.fs
+        let nobody = RequestContext(uid: 65534, gid: 65534)
+        // The chmod runs as the server, the rest of the open as the caller:
+        // after the kill, the same thread cannot chmod root's file itself.
+        let rootFD = open(f.dir.at("shared"), O_RDONLY | O_CLOEXEC)
+        defer { close(rootFD) }
+        let (opened, chmodAfter) = try onItsOwnThread { () throws(Errno) -> (Opened, Int32) in
+            let opened = try fs.open(nobody, node: node, flags: UInt32(O_WRONLY), killSuidgid: true)
+            return (opened, fchmod(rootFD, 0o6777) == 0 ? 0 : daxfs_errno())
+        }
+        #expect(chmodAfter == EPERM, "the caller's thread kept the server's credentials")
+        // setuid goes; setgid goes too, the group may execute.
+        #expect(mode(f, "shared") == 0o0757)
+        try f.release(node, opened)
+        var info = stat()
+        #expect(stat(f.dir.at("shared"), &info) == 0 && info.st_uid == 0)
+        // A SETATTR with only the flag from a caller who may write clears it too.
+        #expect(chmod(f.dir.at("shared"), 0o4757) == 0)
+        _ = try onItsOwnThread { () throws(Errno) in try fs.setattr(nobody, node: node, SetattrRequest(killSuidgid: true)) }
+        #expect(mode(f, "shared") == 0o0757)
+    }
+}
+
+/// DAX mappings share one descriptor per file and mode once opened; each
+/// SETUPMAPPING still checks its own caller (Linux sends no handle).
+@Suite struct MappingPermissionTests {
+    @Test func aCachedDescriptorIsNotHandedToCallersWithoutAccess() throws {
+        guard getuid() == 0 else { print("skipped: needs root to act as uid 65534"); return }
+        let f = try Fixture()
+        f.dir.write("secret", "root only", mode: 0o600)
+        f.dir.write("public", "read by all", mode: 0o644)
+        let secret = try f.lookup("secret").node, open = try f.lookup("public").node
+        let fs = f.fs
+        let nobody = RequestContext(uid: 65534, gid: 65534)
+        // root maps both, read and write: the descriptors are cached.
+        _ = try fs.mappingDescriptor(ctx, node: secret, handle: nil, writable: true)
+        _ = try fs.mappingDescriptor(ctx, node: open, handle: nil, writable: true)
+        #expect(throws: Errno.permissionDenied) {
+            _ = try onItsOwnThread { () throws(Errno) in try fs.mappingDescriptor(nobody, node: secret, handle: nil, writable: false) }
+        }
+        #expect(throws: Errno.permissionDenied) {
+            _ = try onItsOwnThread { () throws(Errno) in try fs.mappingDescriptor(nobody, node: open, handle: nil, writable: true) }
+        }
+        // What nobody may do, nobody gets.
+        _ = try onItsOwnThread { () throws(Errno) in try fs.mappingDescriptor(nobody, node: open, handle: nil, writable: false) }
+    }
+}

@@ -226,3 +226,14 @@ func expectErrno(_ expected: Errno, _ body: () throws -> Void) -> Bool {
         return false
     }
 }
+
+/// Runs `body` on a new thread and waits for it: a request as another caller
+/// leaves its thread with that caller's credentials.
+func onItsOwnThread<R: Sendable>(_ body: @escaping @Sendable () throws(Errno) -> R) throws -> R {
+    let result = Locked<Result<R, Errno>?>(nil)
+    let thread = try OSThread(name: "test-caller") {
+        do throws(Errno) { let value = try body(); result.withLock { $0 = .success(value) } } catch { result.withLock { $0 = .failure(error) } }
+    }
+    thread.join()
+    return try result.withLock { $0! }.get()
+}

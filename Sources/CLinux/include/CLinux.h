@@ -18,6 +18,7 @@ static const int DAXFS_O_DIRECT = 040000;
 static const int DAXFS_O_TMPFILE = 020200000;
 static const int DAXFS_O_NOATIME = 01000000;
 static const int DAXFS_AT_EMPTY_PATH = 0x1000;
+static const int DAXFS_AT_EACCESS = 0x200;
 static const int DAXFS_AT_SYMLINK_NOFOLLOW = 0x100;
 static const int DAXFS_AT_REMOVEDIR = 0x200;
 static const int DAXFS_AT_FDCWD = -100;
