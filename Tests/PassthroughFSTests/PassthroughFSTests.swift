@@ -715,14 +715,20 @@ import Testing
         return stat(f.dir.at(name), &info) == 0 ? UInt32(info.st_mode) & 0o7777 : 0
     }
 
+    static let nobody = RequestContext(uid: 65534, gid: 65534)
+
+    /// A root-owned file `name` with `mode` (set-id bits included), and its node.
+    func makeFile(_ f: Fixture, _ name: String, mode: mode_t) throws -> NodeID {
+        f.dir.write(name, "#!/bin/sh\n", mode: mode & 0o777)
+        #expect(chmod(f.dir.at(name), mode) == 0)
+        return try f.lookup(name).node
+    }
+
     @Test func callersWhoMayNotWriteKeepTheBits() throws {
         guard getuid() == 0 else { print("skipped: needs root to act as uid 65534"); return }
         let f = try Fixture()
-        f.dir.write("suid", "#!/bin/sh\n", mode: 0o755)
-        #expect(chmod(f.dir.at("suid"), 0o4755) == 0)
-        let node = try f.lookup("suid").node
-        let fs = f.fs
-        let nobody = RequestContext(uid: 65534, gid: 65534)
+        let node = try makeFile(f, "suid", mode: 0o4755)
+        let fs = f.fs, nobody = Self.nobody
         // A read-only open that asks for the kill.
         let opened = try onItsOwnThread { () throws(Errno) in try fs.open(nobody, node: node, flags: UInt32(O_RDONLY), killSuidgid: true) }
         #expect(mode(f, "suid") == 0o4755)
@@ -739,11 +745,8 @@ import Testing
     @Test func writersLoseTheBits() throws {
         guard getuid() == 0 else { print("skipped: needs root to act as uid 65534"); return }
         let f = try Fixture()
-        f.dir.write("shared", "data", mode: 0o757)
-        #expect(chmod(f.dir.at("shared"), 0o6757) == 0)
-        let node = try f.lookup("shared").node
-        let fs = f.fs
-        let nobody = RequestContext(uid: 65534, gid: 65534)
+        let node = try makeFile(f, "shared", mode: 0o6757)
+        let fs = f.fs, nobody = Self.nobody
         // The chmod runs as the server, the rest of the open as the caller:
         // after the kill, the same thread cannot chmod root's file itself.
         let rootFD = open(f.dir.at("shared"), O_RDONLY | O_CLOEXEC)
