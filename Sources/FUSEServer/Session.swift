@@ -233,6 +233,17 @@ public final class FUSESession: Sendable {
         return try body(context)
     }
 
+    /// Whether a FUSE_INTERRUPT for `unique` arrived while that request was
+    /// not running (a transport that keeps a request waiting between tries
+    /// of it); the interrupt is consumed.
+    public func takeInterrupt(unique: UInt64) -> Bool {
+        state.withLock { state in
+            guard let index = state.earlyInterrupts.firstIndex(of: unique) else { return false }
+            state.earlyInterrupts.remove(at: index)
+            return true
+        }
+    }
+
     func interrupt(unique: UInt64) {
         state.withLock { state in
             if let flag = state.inFlight[unique] {

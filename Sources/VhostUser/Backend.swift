@@ -352,7 +352,10 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         /// Stops queue `index`; returns the next available index to resume from.
         private func stop(_ index: Int) -> UInt16 {
             guard let runner = vrings[index].runner else { return vrings[index].base }
-            let next = runner.stop()
+            // Lock waits of the queue end (EINTR) before the queue drains:
+            // stopping waits for every request it took.
+            let device = self.device
+            let next = runner.stop { device?.stopping(queue: index) }
             vrings[index].runner = nil
             vrings[index].base = next
             return next

@@ -8,7 +8,8 @@ import Virtio
 /// The virtio-fs device: queue 0 is the high-priority queue (FORGET,
 /// INTERRUPT), the rest carry requests. Every chain is one FUSE request:
 /// device-readable buffers hold the request, device-writable ones take the
-/// reply. Requests go to the FUSE session unchanged.
+/// reply. Requests go to the FUSE session unchanged, but for SETLKW (see
+/// `LockWaiter`).
 final class FSDevice: ChainHandler, @unchecked Sendable {
     let session: FUSESession
     let logger: Logger
@@ -33,8 +34,12 @@ final class FSDevice: ChainHandler, @unchecked Sendable {
         deinit { request.deallocate() }
     }
 
+    /// SETLKW requests waiting for their lock.
+    private let locks: LockWaiter
+
     init(session: FUSESession, threadPoolSize: Int, queueCount: Int, logger: Logger) throws(Errno) {
         self.session = session
+        locks = try LockWaiter(session: session)
         self.logger = logger
         bufferSize = requestBufferSize(for: session.options)
         inlineBuffers = (0 ..< queueCount).map { _ in Buffers(size: requestBufferSize(for: session.options)) }
@@ -55,36 +60,28 @@ final class FSDevice: ChainHandler, @unchecked Sendable {
         }
     }
 
-    /// Stops the workers after the queued jobs are done.
+    /// Ends the lock waits of queue `index` (EINTR): it is stopping.
+    func stopping(queue index: Int) { locks.cancel(queue: index) }
+
+    /// Stops the workers after the queued jobs are done, and every lock wait.
     func shutdown() {
+        locks.stop()
         pool?.close()
         for worker in workers { worker.join() }
         workers = []
     }
 
     func handle(_ chain: DescriptorChain, from queue: RunningQueue) {
-        if let pool {
+        if LockWaiter.isLockWait(chain) {
+            // A SETLKW can wait forever: it waits without a thread of its own.
+            queue.began()
+            locks.add(chain, from: queue)
+        } else if let pool {
             queue.began()
             if !pool.push(Job(chain: chain, queue: queue)) { queue.ended(); queue.complete(head: chain.head, length: 0) }
-        } else if mayBlock(chain) {
-            // Without a pool, a request that can wait forever (SETLKW) gets its
-            // own thread, so the queue keeps moving and the unlock can arrive.
-            queue.began()
-            let buffers = Buffers(size: bufferSize)
-            let started = try? OSThread(name: "daxfs-fs-wait") { [self] in
-                process(chain, queue, buffers)
-                queue.ended()
-            }
-            if started == nil { queue.ended(); process(chain, queue, inlineBuffers[queue.index % inlineBuffers.count]) }
         } else {
             process(chain, queue, inlineBuffers[queue.index % inlineBuffers.count])
         }
-    }
-
-    private func mayBlock(_ chain: DescriptorChain) -> Bool {
-        guard let first = chain.readable.first, first.length >= 8, let pointer = first.pointer else { return false }
-        let opcode = UInt32(littleEndian: pointer.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-        return opcode == FUSEOpcode.setlkw.rawValue
     }
 
     private func process(_ chain: DescriptorChain, _ queue: RunningQueue, _ buffers: Buffers) {

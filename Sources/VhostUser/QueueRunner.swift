@@ -81,11 +81,14 @@ final class QueueRunner: @unchecked Sendable {
     }
 
     /// Stops the thread and waits for handed-off requests; returns the next available index.
-    func stop() -> UInt16 {
+    /// Stops taking requests, runs `beforeDraining` (requests that would
+    /// wait forever end there), then waits for those still running.
+    func stop(beforeDraining: () -> Void = {}) -> UInt16 {
         stopping.store(true, ordering: .releasing)
         poke()
         thread?.join()
         thread = nil
+        beforeDraining()
         while queue.pending > 0 { usleep(100) }
         return queue.ring.nextAvailable
     }

@@ -285,6 +285,87 @@ final class BackendFixture: @unchecked Sendable {
         }
     }
 
+    /// Threads of this process (the backend runs in it).
+    static func threadCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
+    }
+
+    /// 50 SETLKWs wait for a lock a host process holds: no thread each (they
+    /// used to get one, with 1 MiB of buffers), all granted once the host
+    /// lets go; then one more waits while its frontend disconnects, and the
+    /// connection still ends at once.
+    @Test func lockWaitsTakeNoThreadsAndEndWithTheirConnection() throws {
+        let fixture = try BackendFixture()
+        var stopped = false
+        defer { if !stopped { fixture.stop() } }
+        writeHost(fixture.share + "/locked", [UInt8](repeating: 1, count: 4096))
+        let host = open(fixture.share + "/locked", O_RDWR | O_CLOEXEC)
+        defer { close(host) }
+        var exclusive = flock(l_type: Int16(F_WRLCK), l_whence: Int16(SEEK_SET), l_start: 0, l_len: 0, l_pid: 0)
+        #expect(fcntl(host, DAXFS_F_OFD_SETLK, &exclusive) == 0)
+
+        var frontend: VhostUserFrontend? = try VhostUserFrontend(socketPath: fixture.socketPath)
+        let client = FUSEClient(channel: try VirtioChannel(frontend: frontend!, slots: 2))
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        let node = try client.lookup(parent: .root, name: "locked").nodeid
+        let handle = try client.open(NodeID(node), flags: O_RDWR).fh
+        let queue = frontend!.queues[1], memory = frontend!.memory
+        let base = try memory.allocate(64 * 256, alignment: 64)
+        /// Chain `i`: descriptors 8+2i (the request) and 9+2i (the reply).
+        func publishLockWait(_ i: Int, type: Int32) {
+            let request = base + UInt64(i * 256), reply = request + 128
+            let length = InHeader.wireSize + LkIn.wireSize
+            var writer = WireWriter(UnsafeMutableRawBufferPointer(start: memory.pointer(request), count: length))
+            writer.write(InHeader(len: UInt32(length), opcode: FUSEOpcode.setlkw.rawValue, unique: 1_000_000 + UInt64(i), nodeid: node))
+            writer.write(LkIn(fh: handle, owner: 5000 + UInt64(i), lock: FileLock(start: 0, end: UInt64(Int64.max), type: UInt32(type), pid: 42)))
+            let head = UInt16(8 + 2 * i)
+            queue.ring.writeDescriptor(head, address: request, length: UInt32(length), flags: 1, next: head + 1)
+            queue.ring.writeDescriptor(head + 1, address: reply, length: 64, flags: 2, next: 0)
+            queue.ring.publishRaw(head: head)
+        }
+        let threadsBefore = Self.threadCount()
+        queue.lock.withLock { _ in
+            for i in 0 ..< 50 { publishLockWait(i, type: F_RDLCK) }
+            queue.notify()
+        }
+        usleep(300_000)
+        let threadsWaiting = Self.threadCount()
+        #expect(threadsWaiting - threadsBefore < 5, "\(threadsWaiting - threadsBefore) more threads for 50 lock waits")
+        #expect(queue.lock.withLock { _ in queue.ring.reap() }.isEmpty, "a SETLKW finished while the host holds the lock")
+
+        // The host lets go: every reader gets its lock.
+        var unlock = flock(l_type: Int16(F_UNLCK), l_whence: Int16(SEEK_SET), l_start: 0, l_len: 0, l_pid: 0)
+        #expect(fcntl(host, DAXFS_F_OFD_SETLK, &unlock) == 0)
+        var done: [(head: UInt16, length: UInt32)] = []
+        for _ in 0 ..< 3000 where done.count < 50 {
+            done += queue.lock.withLock { _ in queue.ring.reap() }
+            if done.count < 50 { usleep(1000) }
+        }
+        #expect(done.count == 50)
+        for (head, length) in done {
+            let reply = memory.pointer(base + UInt64((Int(head) - 8) / 2 * 256) + 128)
+            #expect(length == 16 && reply.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0, "chain \(head): \(length) bytes")
+        }
+
+        // A writer waits for the readers (still holding); its frontend goes away.
+        queue.lock.withLock { _ in
+            publishLockWait(50, type: F_WRLCK)
+            queue.notify()
+        }
+        usleep(100_000)
+        let endingsBefore = fixture.endings.list.withLock { $0.count }
+        Glibc.shutdown(frontend!.socket.fd, Int32(SHUT_RDWR))
+        let started = monotonicNanoseconds()
+        var ended = false
+        while !ended && monotonicNanoseconds() - started < 5_000_000_000 {
+            ended = fixture.endings.list.withLock { $0.count } > endingsBefore
+            if !ended { usleep(2000) }
+        }
+        #expect(ended && monotonicNanoseconds() - started < 2_000_000_000, "the connection did not end with a lock wait pending")
+        frontend = nil
+        if !ended { stopped = true }  // a backend still stuck would hang stop()
+    }
+
     /// The process's peak resident memory (VmHWM), in KiB.
     static func peakResidentKiB() -> Int {
         let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
