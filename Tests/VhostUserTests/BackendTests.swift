@@ -53,6 +53,19 @@ final class BackendFixture: @unchecked Sendable {
 
     var share: String { directory + "/share" }
 
+    /// Shuts `frontend`'s socket down and waits up to 5 s for the backend to
+    /// end that connection: whether it did, and how long it took (ns).
+    func disconnect(_ frontend: VhostUserFrontend) -> (ended: Bool, took: UInt64) {
+        let before = endings.list.withLock { $0.count }
+        Glibc.shutdown(frontend.socket.fd, Int32(SHUT_RDWR))
+        let started = monotonicNanoseconds()
+        while monotonicNanoseconds() - started < 5_000_000_000 {
+            if endings.list.withLock({ $0.count }) > before { return (true, monotonicNanoseconds() - started) }
+            usleep(2000)
+        }
+        return (false, monotonicNanoseconds() - started)
+    }
+
     func stop() {
         Glibc.shutdown(listener, Int32(SHUT_RDWR))
         Glibc.close(listener)
@@ -243,15 +256,7 @@ final class BackendFixture: @unchecked Sendable {
         let reached = window.entered.load(ordering: .acquiring)
         #expect(reached, "the SHMEM_MAP never reached the frontend")
 
-        let endingsBefore = fixture.endings.list.withLock { $0.count }
-        Glibc.shutdown(frontend!.socket.fd, Int32(SHUT_RDWR))
-        let started = monotonicNanoseconds()
-        var ended = false
-        while !ended && monotonicNanoseconds() - started < 5_000_000_000 {
-            ended = fixture.endings.list.withLock { $0.count } > endingsBefore
-            if !ended { usleep(2000) }
-        }
-        let took = monotonicNanoseconds() - started
+        let (ended, took) = fixture.disconnect(frontend!)
         #expect(ended && took < 2_000_000_000, "the connection took \(took / 1_000_000) ms to end")
         window.released.store(true, ordering: .releasing)
         mapper.join()
@@ -353,15 +358,8 @@ final class BackendFixture: @unchecked Sendable {
             queue.notify()
         }
         usleep(100_000)
-        let endingsBefore = fixture.endings.list.withLock { $0.count }
-        Glibc.shutdown(frontend!.socket.fd, Int32(SHUT_RDWR))
-        let started = monotonicNanoseconds()
-        var ended = false
-        while !ended && monotonicNanoseconds() - started < 5_000_000_000 {
-            ended = fixture.endings.list.withLock { $0.count } > endingsBefore
-            if !ended { usleep(2000) }
-        }
-        #expect(ended && monotonicNanoseconds() - started < 2_000_000_000, "the connection did not end with a lock wait pending")
+        let (ended, took) = fixture.disconnect(frontend!)
+        #expect(ended && took < 2_000_000_000, "the connection took \(took / 1_000_000) ms to end with a lock wait pending")
         frontend = nil
         if !ended { stopped = true }  // a backend still stuck would hang stop()
     }
