@@ -135,6 +135,11 @@ struct GuestTests {
         if !backend.needsSidChroot && which("qemu-system-x86_64") == nil {
             return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"
         }
+        // What scripts/guest/build-initramfs.sh copies into the guest, and cpio to pack it.
+        for tool in ["fio", "setfattr", "getfattr", "cpio"] where which(tool) == nil {
+            return "\(tool) not installed (apt-get install fio attr cpio)"
+        }
+        if access("/bin/busybox", X_OK) != 0 && which("busybox") == nil { return "busybox not installed (apt-get install busybox-static)" }
         let kernels = (try? FileManager.default.contentsOfDirectory(atPath: "/boot")) ?? []
         if !kernels.contains(where: { $0.hasPrefix("vmlinuz-") }) {
             return "no /boot/vmlinuz-* (apt-get install linux-image-cloud-amd64)"

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import HostSystem
 import Testing
 
 // Integration tests against the real Linux FUSE client: each test runs its
@@ -272,25 +273,15 @@ struct ProcessResult {
     var output: String
 }
 
-/// Runs a command to completion, capturing stdout and stderr together.
+/// Runs a command to completion, capturing stdout and stderr together
+/// (`ChildProcess`: output in a file, killed at the timeout).
 @discardableResult
 func run(_ executable: String, _ arguments: [String], timeout: Double = 120) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    // Read while it runs so a chatty command cannot block on a full pipe.
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    if !waitUntil(seconds: timeout, { !process.isRunning }) {
-        process.terminate()
-        throw HarnessError("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+    let outcome = try ChildProcess.run(executable, arguments, timeout: timeout, mergeOutput: true)
+    if outcome.timedOut {
+        throw HarnessError("\(executable) \(arguments.joined(separator: " ")) did not finish in \(timeout) s: \(outcome.stdout.suffix(2000))")
     }
-    return ProcessResult(status: process.terminationStatus, exitedNormally: process.terminationReason == .exit,
-                         output: String(decoding: output, as: UTF8.self))
+    return ProcessResult(status: outcome.status, exitedNormally: outcome.status < 128, output: outcome.stdout)
 }
 
 /// The full path of `name` in PATH, or nil.

@@ -463,31 +463,21 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] { (0 ..< count).map { UInt8(t
 }
 
 /// Runs `daxfs client ARGS`; returns its status, its stderr and the seconds
-/// it took. With `killAfter`, SIGKILLs `backend` that many seconds in.
+/// it took. With `killAfter`, SIGKILLs `backend` that many seconds in (the
+/// seconds are then counted from there); the client gets 10 s more, then
+/// the status is -1 and the stderr "hung".
 func runClient(_ arguments: [String], killAfter: Double? = nil, backend: BackendProcess? = nil) throws -> (Int32, String, Double) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: daxfsBinary())
-    process.arguments = ["client"] + arguments
-    process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-    let errors = Pipe()
-    process.standardError = errors
-    let start = Date()
-    try process.run()
-    if let killAfter, let backend {
+    var killed: UInt64 = 0
+    let outcome = try ChildProcess.run(daxfsBinary(), ["client"] + arguments, timeout: (killAfter ?? 0) + 10) { pid in
+        guard let killAfter, let backend else { return }
         usleep(UInt32(killAfter * 1e6))
-        #expect(process.isRunning, "the client finished before the backend was killed")
+        #expect(kill(pid, 0) == 0, "the client finished before the backend was killed")
         backend.kill()
+        killed = monotonicNanoseconds()
     }
-    let killed = Date()
-    while process.isRunning && Date().timeIntervalSince(killed) < 10 { usleep(10_000) }
-    if process.isRunning {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        return (-1, "hung", Date().timeIntervalSince(killed))
-    }
-    process.waitUntilExit()
-    let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    return (process.terminationStatus, text, killAfter == nil ? Date().timeIntervalSince(start) : Date().timeIntervalSince(killed))
+    let seconds = killed == 0 ? outcome.seconds : Double(monotonicNanoseconds() - killed) / 1e9
+    if outcome.timedOut { return (-1, "hung", seconds) }
+    return (outcome.status, outcome.stderr, seconds)
 }
 
 struct SplitMix {
@@ -502,26 +492,9 @@ struct SplitMix {
     }
 }
 
-/// Runs `daxfs ARGS` with stdout and stderr in files (no pipe to fill up),
-/// killed after `timeout` seconds.
+/// Runs `daxfs ARGS` (`ChildProcess`: output in files, killed after
+/// `timeout` seconds; the status is then -1).
 func runDaxfs(_ arguments: [String], timeout: Double) throws -> (status: Int32, stdout: String, stderr: String) {
-    let base = FileManager.default.temporaryDirectory.appendingPathComponent("daxfs-run-\(getpid())-\(UUID().uuidString)")
-    let outURL = base.appendingPathExtension("out"), errURL = base.appendingPathExtension("err")
-    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: daxfsBinary())
-    process.arguments = arguments
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = try FileHandle(forWritingTo: outURL)
-    process.standardError = try FileHandle(forWritingTo: errURL)
-    try process.run()
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(20_000) }
-    let timedOut = process.isRunning
-    if timedOut { kill(process.processIdentifier, SIGKILL) }
-    process.waitUntilExit()
-    let read = { (url: URL) in String(decoding: (try? Data(contentsOf: url)) ?? Data(), as: UTF8.self) }
-    return (timedOut ? -1 : process.terminationStatus, read(outURL), (timedOut ? "timed out after \(timeout) s\n" : "") + read(errURL))
+    let outcome = try ChildProcess.run(daxfsBinary(), arguments, timeout: timeout)
+    return (outcome.timedOut ? -1 : outcome.status, outcome.stdout, (outcome.timedOut ? "timed out after \(timeout) s\n" : "") + outcome.stderr)
 }

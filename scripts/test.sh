@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command (README, "Two commands"; .ci/run runs exactly this):
+# installs what the tests need when run as root on Debian, then runs the
+# whole suite and the concurrency tests again under the thread sanitizer.
+# Without root or apt-get nothing is installed: tests whose prerequisites
+# are missing print why they skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # fio: I/O verification on mounts and in the guest; fuse3: fusermount for
+    # cleanup; python3: helper processes in the mount tests; attr: setfattr
+    # and getfattr for the xattr checks (host and guest); cpio: the guest's
+    # initramfs; qemu-system-x86 (with the C virtiofsd), linux-image-cloud-amd64
+    # and busybox-static: the real Linux guest of the vhost-user tests;
+    # debootstrap: the Debian sid chroot with QEMU 11.1 and the Rust virtiofsd
+    # (scripts/guest/sid-chroot.sh, cached in /var/cache/daxfs/sid); gcc and
+    # libc6-dev: the guest's static test helper; gdb: backtraces of hung tests.
+    apt-get install -y -qq fio fuse3 python3 attr cpio qemu-system-x86 linux-image-cloud-amd64 busybox-static \
+        debootstrap gcc libc6-dev gdb >/dev/null
+    modprobe fuse 2>/dev/null || true
+fi
+
+swift --version
+swift test
+# The concurrent DAX model test and the node-descriptor race test again, under the thread sanitizer.
+swift test --sanitize=thread --scratch-path .build-tsan --filter 'fourThreadsMatchTheirModels|concurrentUseWhileDescriptorsCloseAndReopen'
