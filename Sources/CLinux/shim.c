@@ -8,6 +8,7 @@
 #include <sys/fanotify.h>
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -101,14 +102,59 @@ int daxfs_thread_set_umask(unsigned int mask) {
 static __thread sigjmp_buf *volatile daxfs_fault_target;
 static atomic_int daxfs_fault_installed;
 
+/* Guest memory ranges whose SIGBUS is survivable (see daxfs_guard_region). */
+#define DAXFS_GUARDED_REGIONS 4096
+static struct {
+    _Atomic uintptr_t start, end;
+    int *_Atomic poisoned;
+} daxfs_guarded[DAXFS_GUARDED_REGIONS];
+
+int daxfs_guard_region(void *start, size_t length, int *poisoned) {
+    for (int slot = 0; slot < DAXFS_GUARDED_REGIONS; slot++) {
+        uintptr_t expected = 0;
+        if (atomic_load(&daxfs_guarded[slot].end) != 0) continue;
+        // Claim the slot by its start (0 = free), then publish the end last.
+        if (!atomic_compare_exchange_strong(&daxfs_guarded[slot].start, &expected, (uintptr_t)start)) continue;
+        atomic_store(&daxfs_guarded[slot].poisoned, poisoned);
+        atomic_store(&daxfs_guarded[slot].end, (uintptr_t)start + length);
+        return slot;
+    }
+    return -1;
+}
+
+void daxfs_unguard_region(int slot) {
+    if (slot < 0 || slot >= DAXFS_GUARDED_REGIONS) return;
+    atomic_store(&daxfs_guarded[slot].end, 0);
+    atomic_store(&daxfs_guarded[slot].poisoned, NULL);
+    atomic_store(&daxfs_guarded[slot].start, 0);
+}
+
+/* A fault at `address` inside a guarded region: a private zero page goes
+ * over the page (the access then goes on) and the region's owner is told. */
+static int daxfs_patch_guarded(void *address) {
+    uintptr_t at = (uintptr_t)address;
+    for (int slot = 0; slot < DAXFS_GUARDED_REGIONS; slot++) {
+        uintptr_t end = atomic_load(&daxfs_guarded[slot].end);
+        if (end == 0 || at >= end || at < atomic_load(&daxfs_guarded[slot].start)) continue;
+        uintptr_t page = at & ~(uintptr_t)4095;
+        void *patched = mmap((void *)page, 4096, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (patched == MAP_FAILED) return 0;
+        int *poisoned = atomic_load(&daxfs_guarded[slot].poisoned);
+        if (poisoned != NULL) __atomic_store_n(poisoned, 1, __ATOMIC_RELEASE);
+        return 1;
+    }
+    return 0;
+}
+
 static void daxfs_fault_handler(int signo, siginfo_t *info, void *context) {
-    (void)info; (void)context;
+    (void)context;
     sigjmp_buf *target = daxfs_fault_target;
     if (target != NULL) {
         daxfs_fault_target = NULL;
         siglongjmp(*target, 1);
     }
-    // Not a fault inside a safe copy: die as SIGBUS would have made us.
+    if (info != NULL && daxfs_patch_guarded(info->si_addr)) return;
+    // Not a fault inside a safe copy or guarded memory: die as SIGBUS would have made us.
     signal(signo, SIG_DFL);
     raise(signo);
 }
@@ -287,3 +333,5 @@ int daxfs_open_by_handle_privileged(int mount_fd, const void *handle, int flags)
 int daxfs_handle_of(int fd, void *handle, int *mount_id) {
     return name_to_handle_at(fd, "", (struct file_handle *)handle, mount_id, AT_EMPTY_PATH);
 }
+
+int daxfs_load_acquire_int(const int *address) { return __atomic_load_n(address, __ATOMIC_ACQUIRE); }

@@ -98,6 +98,9 @@ public final class VhostUserFSBackend: @unchecked Sendable {
         var protocolFeatures: UInt64 = 0
         /// The guest memory table; queues read it as it changes.
         let memoryTable = MemoryTable()
+        /// Set when guest memory faulted: the frontend shrank a region's file
+        /// after handing it over. The connection then ends (its queues see it).
+        let poison = PoisonFlag()
         var memory: GuestMemory { memoryTable.current }
         var vrings: [Vring]
         var backendChannelFD: Int32?
@@ -299,7 +302,7 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             guard let fd = message.takeFD(fdIndex) else { throw .protocolViolation("memory region without a descriptor") }
             defer { Syscall.close(fd) }
             do throws(Errno) {
-                return try MemoryRegion(guestAddress: guest, size: size, userAddress: user, mmapOffset: offset, fd: fd)
+                return try MemoryRegion(guestAddress: guest, size: size, userAddress: user, mmapOffset: offset, fd: fd, poison: poison)
             } catch {
                 throw .system(error)
             }
@@ -342,8 +345,12 @@ public final class VhostUserFSBackend: @unchecked Sendable {
             let queue = RunningQueue(index: index, ring: ring, call: vring.call)
             if vring.enabled { backendLine?.reopen() }
             do throws(Errno) {
+                let socketFD = socket.fd, poison = self.poison
                 vrings[index].runner = try QueueRunner(queue: queue, kick: kick, enabled: vring.enabled, handler: device, logger: logger,
-                                                       pollMicroseconds: backend.options.pollMicroseconds)
+                                                       pollMicroseconds: backend.options.pollMicroseconds, poison: poison) {
+                    // The control thread sees the end of its socket and tears down.
+                    Glibc.shutdown(socketFD, Int32(SHUT_RDWR))
+                }
             } catch {
                 throw .system(error)
             }

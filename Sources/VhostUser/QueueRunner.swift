@@ -62,8 +62,14 @@ final class QueueRunner: @unchecked Sendable {
     /// 2-core machine takes the CPU the other side needs, so it backs off.
     private var spinBudget: UInt64
 
+    /// Guest memory faulted (see `PoisonFlag`): `poisoned` ends the connection.
+    private let poison: PoisonFlag?
+    private let poisoned: @Sendable () -> Void
+
     init(queue: RunningQueue, kick: SharedDescriptor, enabled: Bool, handler: any ChainHandler, logger: Logger,
-         pollMicroseconds: Int = 0) throws(Errno) {
+         pollMicroseconds: Int = 0, poison: PoisonFlag? = nil, poisoned: @escaping @Sendable () -> Void = {}) throws(Errno) {
+        self.poison = poison
+        self.poisoned = poisoned
         pollNanoseconds = UInt64(max(0, pollMicroseconds)) * 1000
         spinBudget = pollNanoseconds
         self.queue = queue
@@ -132,6 +138,11 @@ final class QueueRunner: @unchecked Sendable {
                         break popping
                     }
                     if stopping.load(ordering: .relaxed) { return }
+                    if let poison, poison.isSet {
+                        logger.error("queue \(queue.index): guest memory is gone under a mapping (the frontend shrank its memory file); closing the connection")
+                        poisoned()
+                        return
+                    }
                 }
                 if queue.ring.enableNotifications() { continue }  // raced with the driver
                 // Adaptive polling: a request that arrives soon is served without a

@@ -21,8 +21,16 @@ public final class MemoryRegion: @unchecked Sendable {
     private let mappedBase: UnsafeMutableRawPointer
     private let mappedLength: Int
 
+    /// Set when the region's file shrank under it (see `poison`).
+    private let poison: PoisonFlag?
+    private let guardSlot: Int32
+
     /// Maps `size` bytes of `fd` from `mmapOffset`. The descriptor is not kept.
-    public init(guestAddress: UInt64, size: UInt64, userAddress: UInt64, mmapOffset: UInt64, fd: Int32) throws(Errno) {
+    /// With `poison`, a SIGBUS in the region (a frontend that shrinks the
+    /// file after handing it over) reads zeros and sets the flag instead of
+    /// killing the process; the flag's owner then ends the connection.
+    public init(guestAddress: UInt64, size: UInt64, userAddress: UInt64, mmapOffset: UInt64, fd: Int32,
+                poison: PoisonFlag? = nil) throws(Errno) {
         guard size > 0, size <= UInt64(Int.max) / 2, mmapOffset <= UInt64(Int64.max),
               !guestAddress.addingReportingOverflow(size).overflow, !userAddress.addingReportingOverflow(size).overflow
         else { throw .invalidArgument }
@@ -39,9 +47,19 @@ public final class MemoryRegion: @unchecked Sendable {
         mappedBase = address
         mappedLength = length
         base = address + slack
+        self.poison = poison
+        if let poison {
+            _ = daxfs_install_fault_handler()
+            guardSlot = daxfs_guard_region(address, length, poison.pointer)
+        } else {
+            guardSlot = -1
+        }
     }
 
-    deinit { munmap(mappedBase, mappedLength) }
+    deinit {
+        if guardSlot >= 0 { daxfs_unguard_region(guardSlot) }
+        munmap(mappedBase, mappedLength)
+    }
 
     func contains(guest address: UInt64, length: UInt64) -> Bool {
         guard address >= guestAddress else { return false }
@@ -102,4 +120,16 @@ public final class MemoryTable: Sendable {
     public var current: GuestMemory { table.withLock { $0 } }
 
     public func replace(with memory: GuestMemory) { table.withLock { $0 = memory } }
+}
+
+/// Whether a guest memory region faulted (its file shrank): set from the
+/// SIGBUS handler, read by the connection that owns the regions.
+public final class PoisonFlag: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Int32>
+    public init() {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: 0)
+    }
+    deinit { pointer.deallocate() }
+    public var isSet: Bool { daxfs_load_acquire_int(pointer) != 0 }
 }

@@ -535,3 +535,49 @@ func daxfsBinary() -> String {
         }
     }
 }
+
+/// A frontend that shrinks its guest-memory memfd after SET_MEM_TABLE and
+/// points a descriptor past the new end: `daxfs serve` used to die of
+/// SIGBUS, taking every other frontend's connection with it. Now the fault
+/// reads zeros, that connection is closed with a log line, and the other
+/// frontend goes on.
+@Suite struct ShrunkGuestMemoryTests {
+    @Test func aShrunkMemfdEndsOnlyItsConnection() throws {
+        let scratch = Scratch()
+        guard let backend = try BackendProcess.start(.daxfs, share: scratch.share, socket: scratch.socket("a"),
+                                                     arguments: ["--max-frontends", "2", "--log-level", "info"]) else { return }
+        defer { backend.kill() }
+        let bystander = try VhostUserFrontend(socketPath: backend.socketPath)
+        let bystanderClient = FUSEClient(channel: try VirtioChannel(frontend: bystander, slots: 2))
+        _ = try bystanderClient.initialize(flags: [.maxPages, .initExt])
+
+        do {
+            let hostile = try VhostUserFrontend(socketPath: backend.socketPath)
+            let client = FUSEClient(channel: try VirtioChannel(frontend: hostile, slots: 2))
+            _ = try client.initialize(flags: [.maxPages, .initExt])
+            let memory = hostile.memory
+            _ = try memory.allocate(40 << 20, alignment: 4096)  // the request lies past 40 MiB
+            let request = try memory.allocate(4096, alignment: 4096)
+            let reply = try memory.allocate(4096, alignment: 4096)
+            var writer = WireWriter(UnsafeMutableRawBufferPointer(start: memory.pointer(request), count: InHeader.wireSize))
+            writer.write(InHeader(len: UInt32(InHeader.wireSize), opcode: FUSEOpcode.getattr.rawValue, unique: 77, nodeid: 1))
+            // Gone from the file: the backend's mapping of these pages now faults.
+            #expect(ftruncate(memory.fd, off_t(16 << 20)) == 0)
+            let queue = hostile.queues[1]
+            queue.lock.withLock { _ in
+                queue.ring.writeDescriptor(100, address: request, length: UInt32(InHeader.wireSize), flags: 1, next: 101)
+                queue.ring.writeDescriptor(101, address: reply, length: 4096, flags: 2, next: 0)
+                queue.ring.publishRaw(head: 100)
+                queue.notify()
+            }
+            var closed = false
+            for _ in 0 ..< 500 where !closed {
+                closed = !hostile.isConnected
+                if !closed { usleep(10_000) }
+            }
+            #expect(closed, "the connection with the shrunk memory is still open")
+        }
+        #expect(kill(backend.pid, 0) == 0, "daxfs serve died")
+        #expect(try bystanderClient.getattr(.root).mode & 0o170000 == 0o040000, "the other frontend's connection died")
+    }
+}

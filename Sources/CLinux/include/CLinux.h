@@ -153,6 +153,16 @@ void daxfs_store_release_u64(volatile void *address, uint64_t value);
 /// `daxfs_install_fault_handler` must run once before (idempotent). A SIGBUS
 /// outside a safe copy still kills the process as usual.
 int daxfs_install_fault_handler(void);
+/// Guest memory whose file the frontend may shrink under the backend: a
+/// SIGBUS inside [start, start+length) maps a private zero page over the
+/// faulting page, sets *poisoned to 1 and lets the access go on (the
+/// connection is then closed by its owner). The fault handler must be
+/// installed. Returns a slot for `daxfs_unguard_region`, or -1 when all
+/// 4,096 are taken.
+int daxfs_guard_region(void *start, size_t length, int *poisoned);
+void daxfs_unguard_region(int slot);
+/// Reads an int written by the fault handler (acquire).
+int daxfs_load_acquire_int(const int *address);
 size_t daxfs_safe_copy(void *dst, const void *src, size_t n);
 
 #endif
