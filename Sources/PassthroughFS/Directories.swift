@@ -16,10 +16,13 @@ final class OpenDirectory: @unchecked Sendable {
     let cursor = Locked(DirectoryCursor())
     /// Guarded by `cursor`.
     let buffer: UnsafeMutableRawBufferPointer
+    /// Its share of the file system's `DescriptorBudget`.
+    let token: DescriptorToken?
 
-    init(fd: Int32, inode: Inode) {
+    init(fd: Int32, inode: Inode, token: DescriptorToken? = nil) {
         self.fd = fd
         self.inode = inode
+        self.token = token
         buffer = .allocate(byteCount: Self.bufferSize, alignment: 8)
     }
 
@@ -45,8 +48,9 @@ extension PassthroughFS {
         try become(ctx)
         let inode = try inode(node)
         guard inode.isDirectory else { throw .notDirectory }
+        let token = try budget.take()
         let fd = try inode.withFD { pathFD throws(Errno) in try Syscall.openat(pathFD, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY) }
-        let directory = OpenDirectory(fd: fd, inode: inode)
+        let directory = OpenDirectory(fd: fd, inode: inode, token: token)
         let handle = handles.withLock { table in
             let handle = table.allocate()
             table.directories[handle] = directory

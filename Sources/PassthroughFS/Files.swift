@@ -15,9 +15,11 @@ final class OpenFile: Sendable {
     let accessMode: Int32
     /// Holds one use of the inode's passthrough backing id.
     let backed: Bool
+    /// Its share of the file system's `DescriptorBudget`.
+    let token: DescriptorToken?
 
-    init(fd: Int32, inode: Inode, accessMode: Int32, backed: Bool) {
-        self.fd = fd; self.inode = inode; self.accessMode = accessMode; self.backed = backed
+    init(fd: Int32, inode: Inode, accessMode: Int32, backed: Bool, token: DescriptorToken? = nil) {
+        self.fd = fd; self.inode = inode; self.accessMode = accessMode; self.backed = backed; self.token = token
     }
 
     deinit { Syscall.close(fd) }
@@ -57,6 +59,7 @@ extension PassthroughFS {
         let inode = try inode(node)
         // Reopening a symlink through /proc would open the symlink inode itself.
         if inode.isSymlink { throw .loop }
+        let token = try budget.take()
         let fd = try reopen(inode, flags: Self.reopenFlags(flags))
         if killSuidgid && inode.isRegular {
             do { try killSetID(inode, fd: fd, as: ctx) } catch {
@@ -64,7 +67,7 @@ extension PassthroughFS {
                 throw error
             }
         }
-        return register(fd: fd, inode: inode, flags: flags)
+        return register(fd: fd, inode: inode, flags: flags, token: token)
     }
 
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, umask: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
@@ -72,12 +75,13 @@ extension PassthroughFS {
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
         let openFlags = (Int32(bitPattern: flags) | O_CREAT | DAXFS_O_NOFOLLOW) & ~Self.droppedCreateFlags
+        let token = try budget.take()
         let fd = try directory.withFD { directoryFD throws(Errno) in
             try name.withCString { name throws(Errno) in
                 try createOrOpenRegular(directoryFD, name, flags: openFlags, mode: mode & 0o7777)
             }
         }
-        return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: killSuidgid)
+        return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: killSuidgid, token: token)
     }
 
     /// openat(O_CREAT) that never opens an existing special file: the name
@@ -105,14 +109,16 @@ extension PassthroughFS {
         prepareToCreate(umask: umask)
         // O_TMPFILE refuses O_CREAT; "." relative to the O_PATH parent names the directory.
         let openFlags = (Int32(bitPattern: flags) | DAXFS_O_TMPFILE) & ~(O_CREAT | DAXFS_O_NOFOLLOW | Self.droppedCreateFlags)
+        let token = try budget.take()
         let fd = try directory.withFD { directoryFD throws(Errno) in
             try Syscall.openat(directoryFD, ".", flags: openFlags, mode: mode & 0o7777)
         }
-        return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: false)
+        return try finishCreate(ctx, fd: fd, flags: flags, killSuidgid: false, token: token)
     }
 
     /// Entry and handle for a descriptor `create`/`tmpfile` opened (consumed).
-    private func finishCreate(_ ctx: RequestContext, fd: Int32, flags: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
+    private func finishCreate(_ ctx: RequestContext, fd: Int32, flags: UInt32, killSuidgid: Bool,
+                              token: DescriptorToken) throws(Errno) -> (Entry, Opened) {
         let inode: Inode
         var st: stat
         do {
@@ -133,12 +139,12 @@ extension PassthroughFS {
                 throw error
             }
         }
-        let opened = register(fd: fd, inode: inode, flags: flags)
+        let opened = register(fd: fd, inode: inode, flags: flags, token: token)
         return (entry(inode, st), opened)
     }
 
     /// Files `fd` (consumed) as a new handle; chooses passthrough and cache flags.
-    func register(fd: Int32, inode: Inode, flags: UInt32) -> Opened {
+    func register(fd: Int32, inode: Inode, flags: UInt32, token: DescriptorToken) -> Opened {
         var replyFlags: OpenReplyFlags = []
         var backingID: Int32 = 0
         var backed = false
@@ -161,7 +167,7 @@ extension PassthroughFS {
                 if inode.isRegular { replyFlags = [.directIO, .parallelDirectWrites] }
             }
         }
-        let file = OpenFile(fd: fd, inode: inode, accessMode: Int32(bitPattern: flags) & O_ACCMODE, backed: backed)
+        let file = OpenFile(fd: fd, inode: inode, accessMode: Int32(bitPattern: flags) & O_ACCMODE, backed: backed, token: token)
         let handle = handles.withLock { table in
             let handle = table.allocate()
             table.files[handle] = file

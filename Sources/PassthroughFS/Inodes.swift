@@ -64,6 +64,8 @@ struct InodeState: ~Copyable {
 /// The descriptor that carries one lock owner's POSIX locks as OFD locks.
 struct OwnerLock {
     let descriptor: SharedDescriptor
+    /// Its share of the file system's `DescriptorBudget`.
+    var token: DescriptorToken? = nil
     /// The pid the kernel reported for the owner, for GETLK replies.
     var pid: UInt32
 }

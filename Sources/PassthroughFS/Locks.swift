@@ -99,6 +99,8 @@ extension PassthroughFS {
                 state.lockOwners[owner]?.pid = pid
                 return existing.descriptor
             }
+            // Lock owners are the client's to choose: each costs a descriptor.
+            let token = try budget.take()
             // Read-write serves both lock types; fall back for files we cannot open so.
             var fd: Int32 = -1
             var lastError = Errno.permissionDenied
@@ -112,7 +114,7 @@ extension PassthroughFS {
             }
             guard fd >= 0 else { throw lastError }
             let descriptor = SharedDescriptor(adopting: fd)
-            state.lockOwners[owner] = OwnerLock(descriptor: descriptor, pid: pid)
+            state.lockOwners[owner] = OwnerLock(descriptor: descriptor, token: token, pid: pid)
             return descriptor
         }
     }

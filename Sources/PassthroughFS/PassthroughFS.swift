@@ -83,6 +83,10 @@ public final class PassthroughFS: FileSystem {
         /// reopened by file handle when used (see `NodeDescriptors`). nil: half
         /// of the open-file limit.
         public var nodeDescriptorLimit: Int?
+        /// At most this many open files, open directories and lock owners
+        /// (each a descriptor) for this file system's client; one more is
+        /// refused with EMFILE. nil: a quarter of the open-file limit.
+        public var openDescriptorLimit: Int?
 
         public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
                     callerGroupsFromProc: Bool = true, ringFiles: RingFiles? = nil) {
@@ -101,6 +105,8 @@ public final class PassthroughFS: FileSystem {
 
     let nodes: Locked<NodeTable>
     let descriptors: NodeDescriptors
+    /// Descriptors for open files, directories and lock owners (`Options.openDescriptorLimit`).
+    let budget: DescriptorBudget
     let nextNodeID = Atomic<UInt64>(2)
     let handles = Locked(HandleTable())
 
@@ -136,6 +142,7 @@ public final class PassthroughFS: FileSystem {
         rootReadFD = readable.release()
         descriptors = NodeDescriptors(capacity: options.nodeDescriptorLimit ?? Self.defaultDescriptorLimit(),
                                       mountFD: rootReadFD)
+        budget = DescriptorBudget(limit: options.openDescriptorLimit ?? max(Self.defaultDescriptorLimit() / 2, 32))
         self.root = Inode(id: .root, fd: rootFD.release(), stat: st, descriptors: descriptors, pinned: true)
         var table = NodeTable()
         table.insert(self.root, count: 1)

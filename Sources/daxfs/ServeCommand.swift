@@ -68,7 +68,7 @@ struct ServeCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "daxfs")
-        raiseOpenFileLimit()
+        let openFiles = Int(clamping: raiseOpenFileLimit())
         try checkDirectory(sharedDir, role: "shared directory")
         if let mapAlignment, !(12 ... 30).contains(mapAlignment) {
             throw CLIError("--map-alignment must be between 12 and 30 (log2 of bytes), not \(mapAlignment)")
@@ -94,7 +94,12 @@ struct ServeCommand: ParsableCommand {
         fsOptions.logger = logger
         fsOptions.ringFiles = rings
         if let maxNodeFds, maxNodeFds < 1 { throw ValidationError("--max-node-fds must be at least 1") }
-        fsOptions.nodeDescriptorLimit = maxNodeFds
+        // Each frontend has a share of the process's descriptors of its own,
+        // so one that opens without end cannot starve the others: half for
+        // its nodes, a quarter for its open files, directories and lock owners.
+        let share = max(openFiles / maxFrontends, 256)
+        fsOptions.nodeDescriptorLimit = maxNodeFds ?? share / 2
+        fsOptions.openDescriptorLimit = share / 4
         let root = sharedDir
         // Fail now, in plain words, rather than when the guest mounts.
         do { _ = try PassthroughFS(root: root, options: fsOptions) } catch { throw CLIError("cannot share \(root): \(error)") }

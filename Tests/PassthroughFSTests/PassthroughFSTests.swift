@@ -792,3 +792,33 @@ import Testing
         _ = try onItsOwnThread { () throws(Errno) in try fs.mappingDescriptor(nobody, node: open, handle: nil, writable: false) }
     }
 }
+
+/// Open files, directories and lock owners cost descriptors the client
+/// chooses to spend: past its budget it gets EMFILE, and what it closes
+/// comes back (each `daxfs serve` frontend has a budget of its own).
+@Suite struct DescriptorBudgetTests {
+    @Test func aClientPastItsBudgetGetsEMFILEAndClosingGivesItBack() throws {
+        let f = try Fixture(openDescriptorLimit: 6)
+        f.dir.write("a", "x")
+        #expect(mkdir(f.dir.at("d"), 0o755) == 0)
+        let file = try f.lookup("a").node, directory = try f.lookup("d").node
+        var files: [Opened] = []
+        for _ in 0 ..< 3 { files.append(try f.fs.open(ctx, node: file, flags: UInt32(O_RDWR), killSuidgid: false)) }
+        let dir = try f.fs.opendir(ctx, node: directory, flags: 0)
+        // Two lock owners on one handle: a descriptor each.
+        for owner: UInt64 in [1, 2] {
+            try f.fs.setlk(ctx, node: file, handle: files[0].handle, owner: owner,
+                           lock: LockRange(start: owner * 10, end: owner * 10 + 5, type: UInt32(F_WRLCK), pid: 1), wait: false, isFlock: false)
+        }
+        #expect(throws: Errno(EMFILE)) { _ = try f.fs.open(ctx, node: file, flags: UInt32(O_RDONLY), killSuidgid: false) }
+        #expect(throws: Errno(EMFILE)) { _ = try f.fs.opendir(ctx, node: directory, flags: 0) }
+        #expect(throws: Errno(EMFILE)) { _ = try withName("b") { try f.fs.create(ctx, parent: .root, name: $0, mode: 0o644, flags: UInt32(O_RDWR), umask: 0, killSuidgid: false) } }
+        #expect(f.dir.read("b") == nil, "a refused create left a file")
+        try f.fs.releasedir(ctx, node: directory, handle: dir.handle, flags: 0)
+        let again = try f.fs.open(ctx, node: file, flags: UInt32(O_RDONLY), killSuidgid: false)
+        try f.release(file, again)
+        // Closing the handle drops its lock owners and their descriptors too.
+        for opened in files { try f.release(file, opened, lockOwner: 1) }
+        for _ in 0 ..< 6 { files.append(try f.fs.open(ctx, node: file, flags: UInt32(O_RDONLY), killSuidgid: false)) }
+    }
+}

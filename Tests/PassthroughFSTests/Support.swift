@@ -118,9 +118,10 @@ final class Fixture: @unchecked Sendable {
     let fs: PassthroughFS
 
     init(cache: PassthroughFS.CacheMode = .auto, passthrough: Bool = false, backing: (any BackingRegistry)? = nil,
-         nodeDescriptorLimit: Int? = nil) throws {
+         nodeDescriptorLimit: Int? = nil, openDescriptorLimit: Int? = nil) throws {
         var options = PassthroughFS.Options(cache: cache, passthrough: passthrough)
         options.nodeDescriptorLimit = nodeDescriptorLimit
+        options.openDescriptorLimit = openDescriptorLimit
         fs = try PassthroughFS(root: dir.path, options: options)
         let capabilities = fs.wantedCapabilities
         try fs.initialize(connection: FUSEConnection(capabilities: capabilities, kernelMinor: 45, maxWrite: 1 << 20, backing: backing, sink: nil))
