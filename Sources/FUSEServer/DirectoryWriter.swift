@@ -9,6 +9,9 @@ public struct DirectoryWriter: ~Copyable {
     /// True for READDIRPLUS: every entry carries an `Entry`.
     public let isPlus: Bool
     public private(set) var count = 0
+    /// The nodes whose lookup reference READDIRPLUS entries hand to the
+    /// kernel, to be given back if the reply cannot be delivered.
+    public private(set) var referencedNodes: [NodeID] = []
 
     @_spi(Testing) public init(buffer: UnsafeMutableRawBufferPointer, limit: Int, plus: Bool) {
         writer = WireWriter(buffer)
@@ -39,7 +42,9 @@ public struct DirectoryWriter: ~Copyable {
         precondition(isPlus)
         guard fits(nameLength: name.count) else { return false }
         writer.write(entry.wire)
-        return appendDirent(name: name, ino: entry.attr.ino, type: type, nextOffset: nextOffset)
+        guard appendDirent(name: name, ino: entry.attr.ino, type: type, nextOffset: nextOffset) else { return false }
+        if entry.node.rawValue != 0 { referencedNodes.append(entry.node) }
+        return true
     }
 
     private mutating func appendDirent(name: UnsafeRawBufferPointer, ino: UInt64, type: DirentType, nextOffset: UInt64) -> Bool {

@@ -233,7 +233,9 @@ extension FUSESession {
             let input = try r.read(ReadWriteIn.self)
             var writer = DirectoryWriter(buffer: reply.payload, limit: Int(input.size), plus: opcode == .readdirplus)
             try fs.readdir(ctx, node: node, handle: FileHandle(input.fh), offset: input.offset, writer: &writer)
-            return success(header, payloadLength: writer.byteCount, reply)
+            var outcome = success(header, payloadLength: writer.byteCount, reply)
+            outcome.entryNodes = writer.referencedNodes
+            return outcome
 
         case .getlk:
             let input = try r.read(LkIn.self)

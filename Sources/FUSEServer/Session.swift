@@ -49,7 +49,8 @@ public struct ReplyOutcome: Sendable {
     /// The node whose lookup count the reply hands to the kernel; if the reply
     /// cannot be delivered, pass the outcome to `FUSESession.undeliverable`.
     var entryNode: NodeID?
-    var entryNodes: Int = 0
+    /// READDIRPLUS: every node whose reference the reply hands over.
+    var entryNodes: [NodeID] = []
     static let none = ReplyOutcome(length: 0, entryNode: nil)
 }
 
@@ -134,6 +135,7 @@ public final class FUSESession: Sendable {
     /// interrupted): the kernel never got the reference, so drop it.
     public func undeliverable(_ outcome: ReplyOutcome) {
         if let node = outcome.entryNode, node.rawValue != 0 { fileSystem.forget(node, count: 1) }
+        for node in outcome.entryNodes { fileSystem.forget(node, count: 1) }
     }
 
     /// Handles one request message and writes its reply into `reply`.

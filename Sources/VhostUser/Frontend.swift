@@ -39,7 +39,8 @@ public final class VhostUserFrontend: @unchecked Sendable {
     public let windowSize: UInt64
     private var backendThread: OSThread?
     private var backendHandler: BackendRequestHandler?
-    private let backendSocket: Int32?
+    private let backendSocketOwner: SharedDescriptor?
+    private var backendSocket: Int32? { backendSocketOwner?.rawValue }
     private let socketOwner: SharedDescriptor
     let logger: Logger
 
@@ -122,11 +123,12 @@ public final class VhostUserFrontend: @unchecked Sendable {
             guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
                 throw FrontendError("socketpair: \(Errno(daxfs_errno()))")
             }
-            try Self.send(socket, .setBackendReqFD, [], fds: [pair[1]], ack: ack)
-            Glibc.close(pair[1])
-            backendSocket = pair[0]
+            // Owned at once: a later step that fails closes both ends.
+            let ours = SharedDescriptor(adopting: pair[0]), theirs = SharedDescriptor(adopting: pair[1])
+            try Self.send(socket, .setBackendReqFD, [], fds: [theirs.rawValue], ack: ack)
+            backendSocketOwner = ours
         } else {
-            backendSocket = nil
+            backendSocketOwner = nil
         }
 
         // Guest memory: one region, guest address 0 = memfd offset 0.
@@ -173,7 +175,6 @@ public final class VhostUserFrontend: @unchecked Sendable {
         Glibc.shutdown(socket.fd, Int32(SHUT_RDWR))
         if let backendSocket { Glibc.shutdown(backendSocket, Int32(SHUT_RDWR)) }
         backendThread?.join()
-        if let backendSocket { Glibc.close(backendSocket) }
     }
 
     /// Serves one pending backend request (SHMEM_MAP/UNMAP) on the calling

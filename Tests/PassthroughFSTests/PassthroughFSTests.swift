@@ -822,3 +822,32 @@ import Testing
         for _ in 0 ..< 6 { files.append(try f.fs.open(ctx, node: file, flags: UInt32(O_RDONLY), killSuidgid: false)) }
     }
 }
+
+/// A READDIRPLUS reply hands the kernel a lookup reference per entry; one
+/// that cannot be delivered gives them all back (the `FileSystem` contract).
+@Suite struct UndeliverableReplyTests {
+    @Test func anUndeliveredReaddirplusForgetsItsEntries() throws {
+        let f = try Fixture()
+        for name in ["a", "b", "c"] { f.dir.write(name, name) }
+        let session = FUSESession(fileSystem: f.fs, options: SessionOptions())
+        let reply = ReplyBuffer(capacity: 1 << 20)
+        var unique: UInt64 = 1
+        func send(_ opcode: FUSEOpcode, _ body: [UInt8]) -> (ReplyOutcome, OutHeader) {
+            let header = InHeader(len: UInt32(InHeader.wireSize + body.count), opcode: opcode.rawValue, unique: unique, nodeid: 1)
+            unique += 1
+            let message = header.wireBytes + body
+            let outcome = message.withUnsafeBytes { session.handle($0, reply: reply) }
+            return (outcome, try! OutHeader(wireBytes: Array(reply.storage[0 ..< OutHeader.wireSize])))
+        }
+        #expect(send(.`init`, InitIn(major: 7, minor: 45, maxReadahead: 1 << 17, flags: UInt32.max, flags2: UInt32.max).wireBytes).1.error == 0)
+        let baseline = f.fs.nodeCount
+        let (opened, openHeader) = send(.opendir, OpenIn(flags: UInt32(O_RDONLY | O_DIRECTORY)).wireBytes)
+        #expect(openHeader.error == 0 && opened.length > 0)
+        let handle = reply.storage.loadUnaligned(fromByteOffset: OutHeader.wireSize, as: UInt64.self)
+        let (listing, listHeader) = send(.readdirplus, ReadWriteIn(fh: handle, offset: 0, size: 64 << 10).wireBytes)
+        #expect(listHeader.error == 0)
+        #expect(f.fs.nodeCount == baseline + 3, "three entries looked up")
+        session.undeliverable(listing)
+        #expect(f.fs.nodeCount == baseline, "the undelivered entries are still referenced")
+    }
+}

@@ -581,3 +581,58 @@ func daxfsBinary() -> String {
         #expect(try bystanderClient.getattr(.root).mode & 0o170000 == 0o040000, "the other frontend's connection died")
     }
 }
+
+/// A backend that goes away in the middle of the handshake: the frontend's
+/// failed connect leaves no descriptor behind (its backend-request
+/// socketpair used to leak, both ends).
+@Suite struct FrontendHandshakeTests {
+    static func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+    }
+
+    @Test func aFailedHandshakeLeaksNoDescriptors() throws {
+        let scratch = Scratch()
+        let path = scratch.socket("half")
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0 && listen(listener, 8) == 0)
+        let attempts = 40
+        // Answers the feature questions (offering the backend channel), then
+        // hangs up once it is handed the backend-request socket.
+        let server = try OSThread(name: "test-half-backend") {
+            for _ in 0 ..< attempts {
+                let connection = accept(listener, nil, nil)
+                guard connection >= 0 else { return }
+                let messages = MessageSocket(fd: connection)
+                while let message = try? messages.receive() {
+                    if message.request == VhostUser.Request.getFeatures.rawValue {
+                        try? messages.reply(to: message, payload: .le(VhostUser.Feature.version1 | VhostUser.Feature.protocolFeatures))
+                    } else if message.request == VhostUser.Request.getProtocolFeatures.rawValue {
+                        try? messages.reply(to: message, payload: .le(VhostUser.ProtocolFeature.backendRequest | VhostUser.ProtocolFeature.backendSendFD | VhostUser.ProtocolFeature.replyAck))
+                    } else if message.request == VhostUser.Request.getQueueNum.rawValue {
+                        try? messages.reply(to: message, payload: .le(UInt64(2)))
+                    } else if message.request == VhostUser.Request.setBackendReqFD.rawValue {
+                        for fd in message.fds { close(fd) }
+                        break
+                    } else if message.flags & VhostUser.needReplyFlag != 0 {
+                        try? messages.reply(to: message, payload: .le(UInt64(0)))
+                    }
+                }
+                close(connection)
+            }
+        }
+        defer { server.join() }
+        // One attempt first, so lazily made descriptors (logging, ...) are counted in.
+        #expect(throws: (any Error).self) { _ = try VhostUserFrontend(socketPath: path) }
+        let before = Self.openDescriptors()
+        for _ in 1 ..< attempts {
+            #expect(throws: (any Error).self) { _ = try VhostUserFrontend(socketPath: path) }
+        }
+        let grown = Self.openDescriptors() - before
+        #expect(grown < 20, "\(grown) descriptors more after \(attempts - 1) failed handshakes")
+    }
+}
