@@ -12,9 +12,10 @@ import Virtio
 /// the lock is granted, the request is interrupted (FUSE_INTERRUPT), or its
 /// queue stops (the reply is then EINTR, as for a signal). At most
 /// `limit` waits per device; one more is refused with ENOLCK.
-final class LockWaiter: @unchecked Sendable {
+public final class LockWaiter: @unchecked Sendable {
     /// Waiting SETLKWs per device.
     static let limit = 4096
+    @_spi(Testing) public static var limitForTests: Int { limit }
     /// The largest SETLKW taken: header, fuse_lk_in, and room for extensions.
     static let largestRequest = 512
 
@@ -30,6 +31,8 @@ final class LockWaiter: @unchecked Sendable {
 
     private let session: FUSESession
     private let waiting = Locked<[Waiting]>([])
+    /// Waits taken and not yet answered (in `waiting`, or being tried).
+    private let admitted = Locked(0)
     private let stopping = Locked(false)
     private let wake: SharedDescriptor
     private let reply = ReplyBuffer(capacity: 4096)
@@ -41,7 +44,7 @@ final class LockWaiter: @unchecked Sendable {
         thread = try OSThread(name: "daxfs-lock-wait") { [self] in run() }
     }
 
-    var count: Int { waiting.withLock { $0.count } }
+    var count: Int { admitted.withLock { $0 } }
 
     /// Whether `chain` is a SETLKW.
     static func isLockWait(_ chain: DescriptorChain) -> Bool {
@@ -54,21 +57,22 @@ final class LockWaiter: @unchecked Sendable {
         var request = [UInt8](repeating: 0, count: Self.largestRequest)
         let length = request.withUnsafeMutableBytes { chain.gather(into: $0) }
         guard let length, length >= InHeader.wireSize else {
-            finish(chain, queue, errorReply: EINVAL, unique: 0)
+            finish(chain, queue, errorReply: EINVAL, unique: 0, admitted: false)
             return
         }
         request.removeSubrange(length...)
         request.withUnsafeMutableBytes { $0.storeBytes(of: FUSEOpcode.setlk.rawValue.littleEndian, toByteOffset: 4, as: UInt32.self) }
         let unique = request.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
-        let admitted = waiting.withLock { list -> Bool in
-            guard list.count < Self.limit else { return false }
-            list.append(Waiting(chain: chain, queue: queue, request: request, unique: unique, delay: 0, due: 0))
+        let taken = admitted.withLock { count -> Bool in
+            guard count < Self.limit else { return false }
+            count += 1
             return true
         }
-        guard admitted else {
-            finish(chain, queue, errorReply: ENOLCK, unique: unique)
+        guard taken else {
+            finish(chain, queue, errorReply: ENOLCK, unique: unique, admitted: false)
             return
         }
+        waiting.withLock { $0.append(Waiting(chain: chain, queue: queue, request: request, unique: unique, delay: 0, due: 0)) }
         poke()
     }
 
@@ -118,7 +122,7 @@ final class LockWaiter: @unchecked Sendable {
                 if error == -EAGAIN || error == -EACCES {
                     // Held by someone else: 100 µs doubling to 10 ms (50 ms
                     // when many wait, so the retries stay cheap).
-                    let ceiling: UInt64 = count + due.count > 64 ? 50_000_000 : 10_000_000
+                    let ceiling: UInt64 = count > 64 ? 50_000_000 : 10_000_000
                     wait.delay = min(max(wait.delay * 2, 100_000), ceiling)
                     wait.due = monotonicNanoseconds() + wait.delay
                     again.append(wait)
@@ -138,6 +142,7 @@ final class LockWaiter: @unchecked Sendable {
     }
 
     private func deliver(_ wait: Waiting, length: Int) {
+        admitted.withLock { $0 -= 1 }
         guard length > 0 else {
             wait.queue.complete(head: wait.chain.head, length: 0)
             wait.queue.ended()
@@ -148,8 +153,9 @@ final class LockWaiter: @unchecked Sendable {
         wait.queue.ended()
     }
 
-    /// Completes `chain` with a bare error reply.
-    private func finish(_ chain: DescriptorChain, _ queue: RunningQueue, errorReply errno: Int32, unique: UInt64) {
+    /// Completes `chain` with a bare error reply (`admitted`: it was a wait taken).
+    private func finish(_ chain: DescriptorChain, _ queue: RunningQueue, errorReply errno: Int32, unique: UInt64, admitted wasTaken: Bool = true) {
+        if wasTaken { admitted.withLock { $0 -= 1 } }
         var header = [UInt8](repeating: 0, count: OutHeader.wireSize)
         header.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: UInt32(OutHeader.wireSize).littleEndian, toByteOffset: 0, as: UInt32.self)

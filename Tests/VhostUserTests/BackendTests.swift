@@ -9,7 +9,7 @@ import HostSystem
 import PassthroughFS
 import Synchronization
 import Testing
-import VhostUser
+@_spi(Testing) import VhostUser
 import Virtio
 
 /// A `daxfs serve` backend in this process: a listening socket, a thread
@@ -316,17 +316,8 @@ final class BackendFixture: @unchecked Sendable {
         let handle = try client.open(NodeID(node), flags: O_RDWR).fh
         let queue = frontend!.queues[1], memory = frontend!.memory
         let base = try memory.allocate(64 * 256, alignment: 64)
-        /// Chain `i`: descriptors 8+2i (the request) and 9+2i (the reply).
         func publishLockWait(_ i: Int, type: Int32) {
-            let request = base + UInt64(i * 256), reply = request + 128
-            let length = InHeader.wireSize + LkIn.wireSize
-            var writer = WireWriter(UnsafeMutableRawBufferPointer(start: memory.pointer(request), count: length))
-            writer.write(InHeader(len: UInt32(length), opcode: FUSEOpcode.setlkw.rawValue, unique: 1_000_000 + UInt64(i), nodeid: node))
-            writer.write(LkIn(fh: handle, owner: 5000 + UInt64(i), lock: FileLock(start: 0, end: UInt64(Int64.max), type: UInt32(type), pid: 42)))
-            let head = UInt16(8 + 2 * i)
-            queue.ring.writeDescriptor(head, address: request, length: UInt32(length), flags: 1, next: head + 1)
-            queue.ring.writeDescriptor(head + 1, address: reply, length: 64, flags: 2, next: 0)
-            queue.ring.publishRaw(head: head)
+            Self.publishLockWait(i, type: type, at: base, on: queue, memory: memory, node: node, handle: handle)
         }
         let threadsBefore = Self.threadCount()
         queue.lock.withLock { _ in
@@ -362,6 +353,22 @@ final class BackendFixture: @unchecked Sendable {
         #expect(ended && took < 2_000_000_000, "the connection took \(took / 1_000_000) ms to end with a lock wait pending")
         frontend = nil
         if !ended { stopped = true }  // a backend still stuck would hang stop()
+    }
+
+    /// Publishes SETLKW number `i` (owner 5000+i, the whole file, lock
+    /// `type`) without waiting: descriptors 8+2i (the request, at
+    /// `base`+256i) and 9+2i (64 bytes for the reply, 128 bytes further).
+    static func publishLockWait(_ i: Int, type: Int32, at base: UInt64, on queue: FrontendQueue, memory: SharedGuestMemory,
+                                node: UInt64, handle: UInt64) {
+        let request = base + UInt64(i * 256), reply = request + 128
+        let length = InHeader.wireSize + LkIn.wireSize
+        var writer = WireWriter(UnsafeMutableRawBufferPointer(start: memory.pointer(request), count: length))
+        writer.write(InHeader(len: UInt32(length), opcode: FUSEOpcode.setlkw.rawValue, unique: 1_000_000 + UInt64(i), nodeid: node))
+        writer.write(LkIn(fh: handle, owner: 5000 + UInt64(i), lock: FileLock(start: 0, end: UInt64(Int64.max), type: UInt32(type), pid: 42)))
+        let head = UInt16(8 + 2 * i)
+        queue.ring.writeDescriptor(head, address: request, length: UInt32(length), flags: 1, next: head + 1)
+        queue.ring.writeDescriptor(head + 1, address: reply, length: 64, flags: 2, next: 0)
+        queue.ring.publishRaw(head: head)
     }
 
     /// The process's peak resident memory (VmHWM), in KiB.
@@ -634,5 +641,92 @@ func daxfsBinary() -> String {
         }
         let grown = Self.openDescriptors() - before
         #expect(grown < 20, "\(grown) descriptors more after \(attempts - 1) failed handshakes")
+    }
+}
+
+/// `daxfs serve` under the worst each bound allows, as a process: its peak
+/// resident memory and thread count (FIGURE lines), which must stay small.
+@Suite(.serialized) struct BoundsFiguresTests {
+    /// VmHWM and VmRSS (KiB) and Threads of process `pid`.
+    static func status(_ pid: Int32) -> (peak: Int, resident: Int, threads: Int) {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Int {
+            let line = text.split(separator: "\n").first { $0.hasPrefix(name + ":") } ?? ""
+            return Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") ?? 0
+        }
+        return (field("VmHWM"), field("VmRSS"), field("Threads"))
+    }
+
+    @Test func lockWaitsAndIndirectTablesAtTheirBounds() throws {
+        let scratch = Scratch()
+        guard let backend = try BackendProcess.start(.daxfs, share: scratch.share, socket: scratch.socket("a"),
+                                                     arguments: ["--log-level", "error"]) else { return }
+        defer { backend.kill() }
+        writeHost(scratch.file("locked"), [UInt8](repeating: 1, count: 4096))
+        let host = open(scratch.file("locked"), O_RDWR | O_CLOEXEC)
+        defer { close(host) }
+        var exclusive = flock(l_type: Int16(F_WRLCK), l_whence: Int16(SEEK_SET), l_start: 0, l_len: 0, l_pid: 0)
+        #expect(fcntl(host, DAXFS_F_OFD_SETLK, &exclusive) == 0)
+
+        var options = VhostUserFrontend.Options()
+        options.queueSize = 16384
+        options.guestMemorySize = 64 << 20
+        let frontend = try VhostUserFrontend(socketPath: backend.socketPath, options: options)
+        let client = FUSEClient(channel: try VirtioChannel(frontend: frontend, slots: 2))
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        let node = try client.lookup(parent: .root, name: "locked").nodeid
+        let handle = try client.open(NodeID(node), flags: O_RDWR).fh
+        let idle = Self.status(backend.pid)
+        print("FIGURE serve_idle peak_kib=\(idle.peak) threads=\(idle.threads)")
+
+        // More SETLKWs than the bound: 4,096 wait, the rest get ENOLCK at once.
+        let waits = 5000
+        let queue = frontend.queues[1], memory = frontend.memory
+        let base = try memory.allocate(UInt64(waits) * 256, alignment: 64)
+        queue.lock.withLock { _ in
+            for i in 0 ..< waits {
+                VhostUserBackendTests.publishLockWait(i, type: F_RDLCK, at: base, on: queue, memory: memory, node: node, handle: handle)
+            }
+            queue.notify()
+        }
+        var refused = 0
+        for _ in 0 ..< 500 where refused < waits - LockWaiter.limitForTests {
+            refused += queue.lock.withLock { _ in queue.ring.reap() }.count
+            usleep(10_000)
+        }
+        usleep(500_000)
+        let waiting = Self.status(backend.pid)
+        print("FIGURE serve_lock_waits waiting=\(LockWaiter.limitForTests) refused=\(refused) peak_kib=\(waiting.peak) threads=\(waiting.threads)")
+        #expect(refused == waits - LockWaiter.limitForTests, "\(refused) refused")
+        #expect(waiting.threads < idle.threads + 4)
+        #expect(waiting.peak - idle.peak < 64 << 10)
+        var unlock = flock(l_type: Int16(F_UNLCK), l_whence: Int16(SEEK_SET), l_start: 0, l_len: 0, l_pid: 0)
+        #expect(fcntl(host, DAXFS_F_OFD_SETLK, &unlock) == 0)
+        var granted = 0
+        for _ in 0 ..< 1000 where granted < LockWaiter.limitForTests {
+            granted += queue.lock.withLock { _ in queue.ring.reap() }.count
+            if granted < LockWaiter.limitForTests { usleep(10_000) }
+        }
+        #expect(granted == LockWaiter.limitForTests)
+
+        // The longest indirect table taken: 65,535 entries, each a readable 16 bytes.
+        let entries = Int(SplitQueue.maxIndirectEntries)
+        let table = try memory.allocate(UInt64(entries) * 16, alignment: 4096)
+        let buffer = try memory.allocate(64, alignment: 64)
+        let pointer = memory.pointer(table)
+        for i in 0 ..< entries {
+            pointer.storeBytes(of: buffer.littleEndian, toByteOffset: 16 * i, as: UInt64.self)
+            pointer.storeBytes(of: UInt32(16).littleEndian, toByteOffset: 16 * i + 8, as: UInt32.self)
+            pointer.storeBytes(of: UInt16(i + 1 < entries ? 1 : 0).littleEndian, toByteOffset: 16 * i + 12, as: UInt16.self)
+            pointer.storeBytes(of: UInt16(truncatingIfNeeded: i + 1).littleEndian, toByteOffset: 16 * i + 14, as: UInt16.self)
+        }
+        let completed = VhostUserBackendTests.publishRaw(head: 8, on: queue, waitingMilliseconds: 10_000) {
+            queue.ring.writeDescriptor(8, address: table, length: UInt32(entries * 16), flags: 4, next: 0)
+        }
+        let walked = Self.status(backend.pid)
+        print("FIGURE serve_indirect_65535 peak_kib=\(walked.peak) threads=\(walked.threads)")
+        #expect(completed.count == 1)
+        #expect(walked.peak - idle.peak < 64 << 10)
+        #expect(try client.getattr(.root).mode & 0o170000 == 0o040000)
     }
 }
