@@ -49,7 +49,10 @@ extension PassthroughFS {
         let inode = try inode(node)
         guard inode.isDirectory else { throw .notDirectory }
         let token = try budget.take()
-        let fd = try inode.withFD { pathFD throws(Errno) in try Syscall.openat(pathFD, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY) }
+        // Through /proc/self/fd, as open(2) of the directory itself: read
+        // permission on it is what counts. openat(dir, ".") would also need
+        // search permission, which a 0600 directory's owner does not have.
+        let fd = try reopen(inode, flags: O_RDONLY | DAXFS_O_DIRECTORY)
         let directory = OpenDirectory(fd: fd, inode: inode, token: token)
         let handle = handles.withLock { table in
             let handle = table.allocate()

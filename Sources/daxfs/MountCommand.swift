@@ -22,13 +22,15 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Worker threads reading /dev/fuse (default: the number of CPUs).") var threads: Int?
     @Flag(help: "Do not use kernel passthrough; every read and write goes through daxfs (default: passthrough on where the kernel offers it).")
     var noPassthrough = false
-    @Flag(help: "Let users other than root use the mount (allow_other; default off).") var allowOther = false
+    @Flag(help: "Let users other than root use the mount (allow_other; default off). The kernel then checks access from the mode bits too (default_permissions), so every user gets the host's answer; see --no-default-permissions.") var allowOther = false
     @Flag(help: "Do not watch the host filesystem for other processes' changes; --cache auto then trusts names and attributes for 1 s instead of until they change (default: watch, when running as root).")
     var noHostWatch = false
     @Option(help: "Microseconds one worker keeps polling for the next request before sleeping; trades CPU for latency (0 = off; default: 50).")
     var pollUs = 50
-    @Flag(help: "Let the kernel check access from the mode bits before asking daxfs (default_permissions; default off).")
+    @Flag(help: "Let the kernel check access from the mode bits before asking daxfs (default_permissions; default: on with --allow-other, off without).")
     var defaultPermissions = false
+    @Flag(help: "With --allow-other, leave every check to daxfs (no default_permissions). Not exact for other users: the kernel walks names it has cached without asking, so search permission on those directories is not enforced, and FIFO opens ignore mode bits.")
+    var noDefaultPermissions = false
 
     func run() throws {
         LoggingSystem.bootstrap { label in
@@ -64,7 +66,12 @@ struct MountCommand: ParsableCommand {
         guard pollUs >= 0 else { throw ValidationError("--poll-us must not be negative") }
         options.pollMicroseconds = pollUs
         options.allowOther = allowOther
-        options.defaultPermissions = defaultPermissions
+        if defaultPermissions && noDefaultPermissions {
+            throw ValidationError("--default-permissions and --no-default-permissions exclude each other")
+        }
+        // Other users get the host's answers only if the kernel checks too:
+        // it resolves cached names without asking daxfs.
+        options.defaultPermissions = defaultPermissions || (allowOther && !noDefaultPermissions)
         options.fsname = "daxfs:" + sharedDir
 
         let mount: FUSEMount

@@ -9,11 +9,12 @@ struct PermissionTests {
     /// permission checks, errnos and file ownership as on the host: daxfs
     /// must act with the caller's credentials, not its own root ones.
     ///
-    /// With `--default-permissions` the kernel checks the mode bits first; the
-    /// results must be the same either way.
+    /// With `--allow-other` the kernel checks the mode bits first (the
+    /// default); with `--no-default-permissions` only daxfs checks, and the
+    /// results of these checks must be the same either way.
     @Test(arguments: Mode.allCases, [false, true])
     func unprivilegedCallerGetsTheSamePermissions(mode: Mode, kernelChecks: Bool) throws {
-        try compareWithHost(mode, arguments: ["--allow-other"] + (kernelChecks ? ["--default-permissions"] : [])) { p in
+        try compareWithHost(mode, arguments: ["--allow-other"] + (kernelChecks ? [] : ["--no-default-permissions"])) { p in
             // mkdtemp made the scratch directory 0700; uid 1000 must reach the roots.
             try must("chmod scratch") { chmod(URL(fileURLWithPath: p.root).deletingLastPathComponent().path, 0o755) }
             p.create("rootfile", Array("secret".utf8), mode: 0o644)
@@ -37,7 +38,7 @@ struct PermissionTests {
     /// clears the bit — all exactly as on the host.
     @Test(arguments: Mode.allCases, [false, true])
     func groupsUmaskAndSetIDBitsMatchTheHost(mode: Mode, kernelChecks: Bool) throws {
-        try compareWithHost(mode, arguments: ["--allow-other"] + (kernelChecks ? ["--default-permissions"] : [])) { p in
+        try compareWithHost(mode, arguments: ["--allow-other"] + (kernelChecks ? [] : ["--no-default-permissions"])) { p in
             try must("chmod scratch") { chmod(URL(fileURLWithPath: p.root).deletingLastPathComponent().path, 0o755) }
             p.mkdir("team", 0o770)
             p.call("chown team") { chown(p.path("team"), 0, 2000) }
@@ -58,6 +59,54 @@ struct PermissionTests {
         }
     }
 }
+
+/// What only the kernel's own checks get right for other users: a file in
+/// root's 0700 directory that root has looked up (the kernel then walks the
+/// cached name without asking), a FIFO's mode bits (the kernel opens FIFOs
+/// itself), and a directory its owner may read but not search.
+@Suite(.enabled(if: MountEnvironment.canMount, "needs root and /dev/fuse"))
+struct CachedNamePermissionTests {
+    @Test(arguments: Mode.allCases)
+    func otherUsersGetTheHostsAnswersForCachedNames(mode: Mode) throws {
+        try compareWithHost(mode, arguments: ["--allow-other"]) { p in
+            try must("chmod scratch") { chmod(URL(fileURLWithPath: p.root).deletingLastPathComponent().path, 0o755) }
+            p.mkdir("vault", 0o700)
+            p.create("vault/inside", Array("hidden".utf8), mode: 0o644)
+            p.call("mkfifo") { mkfifo(p.path("rootfifo"), 0o600) }
+            p.mkdir("readable", 0o777)
+            p.chmod("readable", 0o777)
+            // root looks everything up first: the names are in the kernel's cache.
+            p.stat("vault/inside")
+            p.stat("rootfifo")
+            for line in try runAsUser(1000, cachedNameScript, root: p.root) { p.note("uid 1000: " + line) }
+        }
+    }
+}
+
+let cachedNameScript = """
+    import errno, os, sys
+    root = sys.argv[1]
+    def attempt(label, action):
+        try:
+            result = action()
+            print(label, "ok", result if isinstance(result, (bytes, str)) else "")
+        except OSError as error:
+            print(label, errno.errorcode.get(error.errno, error.errno))
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    p = lambda name: os.path.join(root, name)
+    attempt("read file in root's 0700 dir", lambda: read(p("vault/inside")))
+    attempt("stat file in root's 0700 dir", lambda: str(os.stat(p("vault/inside")).st_size))
+    attempt("open root's 0600 fifo", lambda: os.close(os.open(p("rootfifo"), os.O_RDONLY | os.O_NONBLOCK)))
+    os.mkdir(p("readable/own"), 0o700)
+    os.chmod(p("readable/own"), 0o600)
+    attempt("open own 0600 dir", lambda: os.close(os.open(p("readable/own"), os.O_RDONLY)))
+    os.chmod(p("readable/own"), 0o400)
+    attempt("open own 0400 dir", lambda: os.close(os.open(p("readable/own"), os.O_RDONLY)))
+    attempt("list own 0400 dir", lambda: str(os.listdir(p("readable/own"))))
+    os.chmod(p("readable/own"), 0o700)
+    """
 
 /// Group and mode operations of a uid-1000 caller with supplementary group 2000.
 let groupScript = """
