@@ -60,6 +60,25 @@ struct PermissionTests {
     }
 }
 
+/// What every uid-1000 script below starts with: `attempt` prints a label
+/// with "ok" (and the result) or the errno's name; `read` reads a whole
+/// file; `p` names a path under the root given as the first argument.
+let scriptPrelude = """
+    import errno, os, sys
+    root = sys.argv[1]
+    def attempt(label, action):
+        try:
+            result = action()
+            print(label, "ok", result if isinstance(result, (bytes, str)) else "")
+        except OSError as error:
+            print(label, errno.errorcode.get(error.errno, error.errno))
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    p = lambda name: os.path.join(root, name)
+
+    """
+
 /// What only the kernel's own checks get right for other users: a file in
 /// root's 0700 directory that root has looked up (the kernel then walks the
 /// cached name without asking), a FIFO's mode bits (the kernel opens FIFOs
@@ -83,19 +102,7 @@ struct CachedNamePermissionTests {
     }
 }
 
-let cachedNameScript = """
-    import errno, os, sys
-    root = sys.argv[1]
-    def attempt(label, action):
-        try:
-            result = action()
-            print(label, "ok", result if isinstance(result, (bytes, str)) else "")
-        except OSError as error:
-            print(label, errno.errorcode.get(error.errno, error.errno))
-    def read(path):
-        with open(path, "rb") as f:
-            return f.read()
-    p = lambda name: os.path.join(root, name)
+let cachedNameScript = scriptPrelude + """
     attempt("read file in root's 0700 dir", lambda: read(p("vault/inside")))
     attempt("stat file in root's 0700 dir", lambda: str(os.stat(p("vault/inside")).st_size))
     attempt("open root's 0600 fifo", lambda: os.close(os.open(p("rootfifo"), os.O_RDONLY | os.O_NONBLOCK)))
@@ -109,22 +116,13 @@ let cachedNameScript = """
     """
 
 /// Group and mode operations of a uid-1000 caller with supplementary group 2000.
-let groupScript = """
-    import errno, os, sys
-    root = sys.argv[1]
-    def attempt(label, action):
-        try:
-            result = action()
-            print(label, "ok", result if isinstance(result, (bytes, str)) else "")
-        except OSError as error:
-            print(label, errno.errorcode.get(error.errno, error.errno))
+let groupScript = scriptPrelude + """
     def write(path, data, flags=os.O_WRONLY, mode=0o666):
         fd = os.open(path, flags, mode)
         try:
             return str(os.write(fd, data))
         finally:
             os.close(fd)
-    p = lambda name: os.path.join(root, name)
     attempt("create in setgid team dir", lambda: write(p("team/new"), b"n", os.O_CREAT | os.O_WRONLY))
     attempt("mkdir in setgid team dir", lambda: os.mkdir(p("team/sub"), 0o777))
     attempt("read teamfile via group", lambda: open(p("teamfile"), "rb").read())
@@ -136,25 +134,13 @@ let groupScript = """
     """
 
 /// Operations a uid-1000 caller tries under argv[1]; one line of result each.
-let unprivilegedScript = """
-    import errno, os, sys
-    root = sys.argv[1]
-    def attempt(label, action):
-        try:
-            result = action()
-            print(label, "ok", result if isinstance(result, (bytes, str)) else "")
-        except OSError as error:
-            print(label, errno.errorcode.get(error.errno, error.errno))
-    def read(path):
-        with open(path, "rb") as f:
-            return f.read()
+let unprivilegedScript = scriptPrelude + """
     def write(path, data, flags=os.O_WRONLY):
         fd = os.open(path, flags, 0o644)
         try:
             return str(os.write(fd, data))
         finally:
             os.close(fd)
-    p = lambda name: os.path.join(root, name)
     attempt("read rootfile", lambda: read(p("rootfile")))
     attempt("write rootfile", lambda: write(p("rootfile"), b"x"))
     attempt("truncate rootfile", lambda: os.truncate(p("rootfile"), 0))
