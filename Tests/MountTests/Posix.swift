@@ -194,8 +194,9 @@ func directoryNames(_ path: String, includingDots: Bool = false) -> [String]? {
     defer { closedir(dir) }
     var names: [String] = []
     while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        // Up to the NUL only: a dirent is as long as its name, not d_name's 256 bytes.
+        let name = withUnsafePointer(to: &entry.pointee.d_name) {
+            String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
         }
         if includingDots || (name != "." && name != "..") { names.append(name) }
     }

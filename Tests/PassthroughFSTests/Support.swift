@@ -58,8 +58,9 @@ func removeTree(_ path: String) {
         if let dir = opendir(path) {
             var names: [String] = []
             while let entry = Glibc.readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                // Up to the NUL only: a dirent is as long as its name, not d_name's 256 bytes.
+                let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                    String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
                 }
                 if name != "." && name != ".." { names.append(name) }
             }
