@@ -57,7 +57,7 @@ for target in "${targets[@]}"; do
     status=0
     # -timeout: one input may take 10 s at most (a hang is a failure);
     # -max_len: room for the largest seed and more, well under a socket buffer.
-    (cd "$dir" && DAXFS_FUZZ_SCRATCH="$dir/scratch" ASAN_OPTIONS="allow_user_segv_handler=1" \
+    (cd "$dir" && DAXFS_FUZZ_SCRATCH="$dir/scratch" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="allow_user_segv_handler=1" \
         "$root/Fuzz/.build/debug/$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
         -timeout=10 -max_len=8192 -artifact_prefix="$dir/artifacts/" corpus >"$dir/log" 2>&1) || status=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -1)

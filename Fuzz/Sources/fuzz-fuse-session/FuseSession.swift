@@ -78,6 +78,20 @@ func checkReply(_ outcome: ReplyOutcome, request unique: UInt64?) {
     if let unique, replyUnique != unique { fuzzFailure("reply to unique \(unique) says unique \(replyUnique)") }
 }
 
+/// Sends FUSE_INTERRUPT for `unique` from another thread after `microseconds`.
+func interrupt(_ session: FUSESession, unique: UInt64, after microseconds: UInt32) -> OSThread {
+    do throws(Errno) {
+        return try OSThread(name: "fuzz-interrupt") {
+            usleep(microseconds)
+            let message = FUSEMessage.request(.interrupt, unique: unique &+ 1 << 63, node: 0, [U64Arg(unique).wireBytes])
+            let own = ReplyBuffer(capacity: 4096)
+            _ = message.withUnsafeBytes { session.handle($0, reply: own) }
+        }
+    } catch {
+        fatalError("thread: \(error)")
+    }
+}
+
 func run(_ input: UnsafeRawBufferPointer) {
     let root = scratch + "/root"
     makeTree(root)
@@ -104,7 +118,12 @@ func run(_ input: UnsafeRawBufferPointer) {
         message.copyMemory(from: UnsafeRawBufferPointer(rebasing: input[position ..< position + length]))
         tame(message)
         let unique = length >= InHeader.wireSize ? message.loadUnaligned(fromByteOffset: 8, as: UInt64.self) : nil
+        // SETLKW waits while another owner holds the lock, until the kernel
+        // interrupts it (the caller got a signal): so does the harness, 2 ms on.
+        let opcode = length >= 8 ? FUSEOpcode(rawValue: message.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) : nil
+        let interrupter = opcode == .setlkw ? unique.map { interrupt(session, unique: $0, after: 2_000) } : nil
         let outcome = session.handle(UnsafeRawBufferPointer(message), reply: reply)
+        interrupter?.join()
         checkReply(outcome, request: unique)
         message.deallocate()
         position += length
