@@ -10,6 +10,12 @@ let package = Package(
         .library(name: "PassthroughFS", targets: ["PassthroughFS"]),
         .library(name: "DevFUSE", targets: ["DevFUSE"]),
         .library(name: "DaxClient", targets: ["DaxClient", "DAX"]),
+        // For the fuzz package (Fuzz/): the wire format, transports and system wrappers it drives.
+        .library(name: "CLinux", targets: ["CLinux"]),
+        .library(name: "FUSEABI", targets: ["FUSEABI"]),
+        .library(name: "HostSystem", targets: ["HostSystem"]),
+        .library(name: "Virtio", targets: ["Virtio"]),
+        .library(name: "VhostUser", targets: ["VhostUser"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

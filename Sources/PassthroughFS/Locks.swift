@@ -65,7 +65,8 @@ extension PassthroughFS {
 
     private func flock(_ ctx: RequestContext, file: OpenFile, lock: LockRange, wait: Bool) throws(Errno) {
         let operation: Int32
-        switch Int32(lock.type) {
+        // bitPattern: the type is the peer's u32; Int32(_:) traps on values past Int32.max.
+        switch Int32(bitPattern: lock.type) {
         case F_RDLCK: operation = LOCK_SH
         case F_WRLCK: operation = LOCK_EX
         case F_UNLCK: return try Syscall.flock(file.fd, operation: LOCK_UN)
@@ -124,7 +125,8 @@ extension PassthroughFS {
     static func recordLock(_ lock: LockRange) throws(Errno) -> RecordLock {
         guard lock.start <= UInt64(Int64.max) else { throw .invalidArgument }
         let type: Int16
-        switch Int32(lock.type) {
+        // bitPattern: the type is the peer's u32; Int32(_:) traps on values past Int32.max.
+        switch Int32(bitPattern: lock.type) {
         case F_RDLCK, F_WRLCK, F_UNLCK: type = Int16(lock.type)
         default: throw .invalidArgument
         }

@@ -684,6 +684,21 @@ import Testing
         try f.release(entry.node, b)
     }
 
+    /// Found by fuzz-fuse-session (Fuzz/Corpus/fuzz-fuse-session/regression-lock-type):
+    /// a lock type past Int32.max trapped in the conversion instead of failing.
+    @Test func lockTypesPastInt32AreInvalid() throws {
+        let f = try Fixture()
+        let (entry, a) = try f.create("f")
+        let lock = LockRange(start: 0, end: 9, type: 0x8000_0000 | UInt32(F_WRLCK))
+        for isFlock in [false, true] {
+            #expect(throws: Errno.invalidArgument) {
+                try f.fs.setlk(ctx, node: entry.node, handle: a.handle, owner: 1, lock: lock, wait: false, isFlock: isFlock)
+            }
+        }
+        #expect(throws: Errno.invalidArgument) { _ = try f.fs.getlk(ctx, node: entry.node, handle: a.handle, owner: 1, lock: lock) }
+        try f.release(entry.node, a)
+    }
+
     @Test func flockLocks() throws {
         let f = try Fixture()
         let (entry, a) = try f.create("f")
