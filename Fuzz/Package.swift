@@ -52,6 +52,8 @@ let package = Package(
         ]),
         fuzzTarget("fuzz-descriptor-chains", [
             .product(name: "Virtio", package: "daxfs"),
+            .product(name: "VhostUser", package: "daxfs"),
+            .product(name: "FUSEServer", package: "daxfs"),
             .product(name: "HostSystem", package: "daxfs"),
         ]),
         fuzzTarget("fuzz-client-replies", ["ClientScript"]),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, "Two commands"; .ci/run runs exactly this):
 # installs what the tests need when run as root on Debian, then runs the
-# whole suite and the concurrency tests again under the thread sanitizer.
+# whole suite, the concurrency tests again under the thread sanitizer, and
+# every fuzz target briefly.
 # Without root or apt-get nothing is installed: tests whose prerequisites
 # are missing print why they skipped.
 set -euo pipefail
@@ -27,3 +28,5 @@ swift --version
 swift test
 # The concurrent DAX model test and the node-descriptor race test again, under the thread sanitizer.
 swift test --sanitize=thread --scratch-path .build-tsan --filter 'fourThreadsMatchTheirModels|concurrentUseWhileDescriptorsCloseAndReopen'
+# Every fuzz target for 10 s on its seeds (Fuzz/README.md).
+bash scripts/fuzz.sh --seconds 10

@@ -3,17 +3,29 @@ import Glibc
 import HostSystem
 import Logging
 
+/// DAXFS_FUZZ_LOG=1 logs everything to stderr, to see what an input does
+/// (run the target on that one file).
+public let loggingWanted = getenv("DAXFS_FUZZ_LOG") != nil
+
 /// Once per process: log nothing (a log line per input would dominate the
 /// run time) and ignore SIGPIPE, as `daxfs serve` does.
 public func prepareFuzzProcess() {
-    LoggingSystem.bootstrap { _ in SwiftLogNoOpLogHandler() }
+    if loggingWanted {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .trace
+            return handler
+        }
+    } else {
+        LoggingSystem.bootstrap { _ in SwiftLogNoOpLogHandler() }
+    }
     signal(SIGPIPE, SIG_IGN)
 }
 
-/// A logger that drops everything, for the APIs that take one.
+/// The logger for the APIs that take one: silent unless DAXFS_FUZZ_LOG is set.
 public let silentLogger: Logger = {
-    var logger = Logger(label: "daxfs.fuzz") { _ in SwiftLogNoOpLogHandler() }
-    logger.logLevel = .critical
+    var logger = loggingWanted ? Logger(label: "daxfs.fuzz") : Logger(label: "daxfs.fuzz") { _ in SwiftLogNoOpLogHandler() }
+    logger.logLevel = loggingWanted ? .trace : .critical
     return logger
 }()
 

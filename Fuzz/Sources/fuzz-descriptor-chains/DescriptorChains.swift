@@ -7,14 +7,21 @@
 // (bit 0: EVENT_IDX)}, then the bytes of guest memory from 0x10000: the
 // descriptor table there, the available ring right after it (2-byte
 // aligned), the used ring after that (4-byte aligned), and any buffers.
-// Every chain is popped, gathered, answered with a scattered reply and
-// pushed. Oracles: no crash, every buffer lies inside guest memory, and
+// Every chain is popped, gathered and scattered, then handed to the
+// virtio-fs device (FSDevice: SETLKW chains to its lock waiter, the rest to
+// a FUSE session over a file system that answers ENOSYS), which replies and
+// pushes it. Oracles: no crash, every buffer lies inside guest memory, and
 // gather and scatter move exactly the bytes a chain has room for.
 
+import FUSEServer
 import FuzzSupport
 import Glibc
 import HostSystem
+@testable import VhostUser
 import Virtio
+
+/// Answers ENOSYS to every request: the device's handling of chains is under test.
+final class NullFileSystem: FileSystem, Sendable {}
 
 let regionSize = 32 << 10
 let guestBases: [UInt64] = [0x10000, 0x40000]
@@ -90,6 +97,23 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
           let used = memory.translate(GuestAddress(usedAt), length: layout.used) else { fuzzFailure("the rings do not fit") }
     let queue = SplitQueue(size: queueSize, descriptors: descriptors, available: available, used: used, memory: table,
                            ringMemory: memory, eventIndex: eventIndex, nextAvailable: nextAvailable)
+    let running = RunningQueue(index: 1, ring: queue, call: nil)
+    // Small requests (8 pages): the device's buffers are made for each input.
+    var options = SessionOptions()
+    options.maxPages = 8
+    let session = FUSESession(fileSystem: NullFileSystem(), options: options, logger: silentLogger)
+    let initMessage = FUSEMessage.initRequest()
+    let reply = ReplyBuffer(capacity: 4096)
+    _ = initMessage.withUnsafeBytes { session.handle($0, reply: reply) }
+    let device: FSDevice
+    do throws(Errno) { device = try FSDevice(session: session, threadPoolSize: 0, queueCount: 2, logger: silentLogger) } catch {
+        fatalError("device: \(error)")
+    }
+    defer {
+        device.stopping(queue: 1)
+        device.shutdown()
+        session.end()
+    }
     _ = queue.enableNotifications()
     var popped = 0
     while let next = queue.pop() {
@@ -100,14 +124,12 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         switch next {
         case .chain(let chain):
             check(chain)
-            queue.push(head: chain.head, length: UInt32(min(chain.writableLength, scratch.count)))
+            device.handle(chain, from: running)
         case .broken(let head, _):
-            if head < queueSize { queue.push(head: head, length: 0) }
+            if head < queueSize { running.complete(head: head, length: 0) }
         case .corrupted:
-            _ = queue.needsNotification()
             return 0
         }
-        _ = queue.needsNotification()
     }
     queue.disableNotifications()
     return 0

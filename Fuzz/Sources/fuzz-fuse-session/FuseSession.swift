@@ -2,11 +2,12 @@
 //
 // Input: FUSE request messages back to back, each as long as its header's
 // `len` says (cut short at the end of the input; a `len` below 1 takes one
-// byte). Each run gets a fresh directory tree, file system, session and DAX
-// window, and the session is INITed first with the request a Linux guest
-// sends, so later requests reach the file system; an input may DESTROY and
-// INIT again. Oracles: no crash, every reply is well formed, and nothing
-// the run opened stays open after the session ends.
+// byte). Each run gets a fresh directory tree, file system (with ring
+// files for FUSE direct mmap), session, DAX window and mmap window; the
+// session is INITed first with the request a Linux guest sends (every flag,
+// so direct mmap too), so later requests reach the file system; an input
+// may DESTROY and INIT again. Oracles: no crash, every reply is well formed, and nothing
+// the run opened (descriptors, direct mmap regions) outlives the session.
 
 import DAX
 import FUSEABI
@@ -32,7 +33,8 @@ public func initialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutabl
 }
 
 /// The tree every run starts from: a file with data, a directory with a
-/// file, a symlink and a FIFO (all names the seeds use).
+/// file, a symlink, a FIFO, and two ring files (FUSE direct mmap: one
+/// region shared by all, one per open); all names the seeds use.
 func makeTree(_ root: String) {
     removeTree(root)
     mkdir(root, 0o755)
@@ -42,6 +44,8 @@ func makeTree(_ root: String) {
     writeFile(root + "/dir/inner", Array("inner file\n".utf8))
     symlink("file", root + "/link")
     mkfifo(root + "/fifo", 0o644)
+    writeFile(root + "/ring", [])
+    writeFile(root + "/ring-private", [])
 }
 
 /// Without a private tmpfs the host's /tmp holds the tree: keep sizes small there.
@@ -72,6 +76,7 @@ func checkReply(_ outcome: ReplyOutcome, request unique: UInt64?) {
     let length = reply.storage.loadUnaligned(fromByteOffset: 0, as: UInt32.self)
     let error = reply.storage.loadUnaligned(fromByteOffset: 4, as: Int32.self)
     let replyUnique = reply.storage.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+    if loggingWanted { print("reply to \(replyUnique): error \(error), \(outcome.length) bytes") }
     if Int(length) != outcome.length { fuzzFailure("reply header says \(length) bytes, the reply has \(outcome.length)") }
     if error > 0 || error < -4095 { fuzzFailure("reply error \(error) is not a negated errno") }
     if error != 0 && outcome.length != OutHeader.wireSize { fuzzFailure("error reply with \(outcome.length - OutHeader.wireSize) payload bytes") }
@@ -95,13 +100,22 @@ func interrupt(_ session: FUSESession, unique: UInt64, after microseconds: UInt3
 func run(_ input: UnsafeRawBufferPointer) {
     let root = scratch + "/root"
     makeTree(root)
-    var options = PassthroughFS.Options(cache: .auto, passthrough: false, callerGroupsFromProc: false)
+    let rings: RingFiles
+    do throws(Errno) {
+        rings = try RingFiles(regionSize: 16 << 10)
+        try rings.add(path: root + "/ring", sharing: .shared)
+        try rings.add(path: root + "/ring-private", sharing: .perOpen)
+    } catch { fatalError("ring files: \(error)") }
+    var options = PassthroughFS.Options(cache: .auto, passthrough: false, callerGroupsFromProc: false, ringFiles: rings)
     options.watchHost = false
     let fs: PassthroughFS
     do throws(Errno) { fs = try PassthroughFS(root: root, options: options) } catch { fatalError("PassthroughFS on \(root): \(error)") }
-    let window: LocalWindow
-    do throws(Errno) { window = try LocalWindow(size: 8 << 20) } catch { fatalError("window: \(error)") }
-    let session = FUSESession(fileSystem: fs, logger: silentLogger, window: window)
+    let window: LocalWindow, mmapWindow: LocalWindow
+    do throws(Errno) {
+        window = try LocalWindow(size: 8 << 20)
+        mmapWindow = try LocalWindow(size: 1 << 20)
+    } catch { fatalError("window: \(error)") }
+    let session = FUSESession(fileSystem: fs, logger: silentLogger, window: window, mmapWindow: mmapWindow)
 
     let initMessage = FUSEMessage.initRequest()
     let initOutcome = initMessage.withUnsafeBytes { session.handle($0, reply: reply) }
@@ -132,6 +146,10 @@ func run(_ input: UnsafeRawBufferPointer) {
     // Back to the server's own credentials (requests switch this thread's fsuid and groups).
     _ = try? fs.getattr(RequestContext(), node: .root, handle: nil)
     session.end()
+    // A region lives while a client maps it: none outlives the connection.
+    if rings.mappedRegions != 0 || rings.space.liveRegions != 0 {
+        fuzzFailure("\(rings.mappedRegions) ring regions still mapped, \(rings.space.liveRegions) alive after the session ended")
+    }
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")

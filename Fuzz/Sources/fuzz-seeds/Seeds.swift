@@ -96,6 +96,18 @@ func fuseSessionSeeds() -> [Seed] {
                            RemoveMappingOne(moffset: 2 << 20, len: 2 << 20).wireBytes]),
     ].flatMap { $0 }))
     unique = 1
+    // The ring files' nodes: "ring" is node 2, "ring-private" node 3.
+    seeds.append(("direct-mmap", [
+        r(.lookup, [name("ring")]),
+        r(.open, node: 2, [OpenIn(flags: rw).wireBytes]),
+        r(.daxfsMmap, node: 2, [DirectMmapIn(fh: 1, mh: 1, offset: 0, length: 16 << 10, windowOffset: 0, prot: 3, flags: 0).wireBytes]),
+        r(.lookup, [name("ring-private")]),
+        r(.open, node: 3, [OpenIn(flags: UInt32(O_RDONLY)).wireBytes]),
+        r(.daxfsMmap, node: 3, [DirectMmapIn(fh: 2, mh: 2, offset: 4096, length: 8192, windowOffset: 64 << 10, prot: 1, flags: 0).wireBytes]),
+        r(.daxfsMunmap, node: 2, [DirectMunmapIn(fh: 1, mh: 1).wireBytes]),
+        r(.release, node: 2, [ReleaseIn(fh: 1, flags: rw).wireBytes]),
+    ].flatMap { $0 }))
+    unique = 1
     seeds.append(("destroy-init", [
         r(.lookup, [name("file")]),
         r(.interrupt, [U64Arg(5).wireBytes]),
