@@ -294,7 +294,15 @@ func mappingValidatorSeeds() -> [Seed] {
     for (first, count, replace) in [(0, 4, 1), (2, 4, 1), (1, 1, 0), (0, 8, 1), (3, 2, 0)] as [(UInt8, UInt8, UInt8)] {
         planner.append(UInt8(5)); planner.append(first); planner.append(count - 1); planner.append(replace); planner.append(UInt8(1))
     }
-    return [("session-and-rules", w.bytes), ("window-planner", planner.bytes)]
+    var frontend = ByteWriter()
+    frontend.append(UInt8(0)); frontend.append(UInt8(1))
+    // SHMEM_MAP {shmid 0, fd_offset 0, shm_offset 2 MiB, len 2 MiB, MAP_RW} with NEED_REPLY, then SHMEM_UNMAP.
+    for (request, flags) in [(UInt8(0), UInt64(1)), (UInt8(1), UInt64(0))] {
+        frontend.append(UInt8(6)); frontend.append(request); frontend.append(UInt8(8))
+        frontend.append(UInt64(0)); frontend.append(UInt64(0)); frontend.append(UInt64(2 << 20)); frontend.append(UInt64(2 << 20))
+        frontend.append(flags)
+    }
+    return [("session-and-rules", w.bytes), ("window-planner", planner.bytes), ("frontend-requests", frontend.bytes)]
 }
 
 // MARK: fuzz-host-watch
