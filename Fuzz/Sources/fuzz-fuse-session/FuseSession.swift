@@ -38,6 +38,8 @@ public func initialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutabl
 /// file, a symlink, a FIFO, and two ring files (FUSE direct mmap: one
 /// region shared by all, one per open); all names the seeds use.
 func makeTree(_ root: String) {
+    // Creates leave this thread with the last request's umask.
+    umask(0o022)
     removeTree(root)
     mkdir(root, 0o755)
     chmod(root, 0o755)
