@@ -58,6 +58,7 @@ let package = Package(
         ]),
         fuzzTarget("fuzz-client-replies", ["ClientScript"]),
         fuzzTarget("fuzz-mapping-validators", [
+            .product(name: "CLinux", package: "daxfs"),
             .product(name: "VhostUser", package: "daxfs"),
             .product(name: "FUSEServer", package: "daxfs"),
             .product(name: "FUSEABI", package: "daxfs"),

@@ -1,3 +1,7 @@
+// The client side of fuzz-client-replies, as a script of steps: the target
+// feeds it replies from its input; fuzz-seeds runs it against a real server
+// (PassthroughFS through an in-process session) to record seeds.
+
 import DAX
 @_spi(Testing) import DaxClient
 import FUSEABI

@@ -6,11 +6,12 @@
 // u16 length, length bytes}. Mode bit 0 writes the request's unique and the
 // record's true length into the reply header (so a fuzzer gets past the
 // header checks at once); without it the bytes go as they are. Once the
-// input runs out every call fails with EIO. Operations 0-15 are FUSEClient
-// calls; 16 and up use a DaxClient (INIT on first use) with a fake 8 MiB
-// DAX window (four 2 MiB ranges) and a fake direct mmap window, both plain
-// anonymous memory. Oracles: no crash, and a result never claims more bytes
-// than the caller's buffer.
+// input runs out every call fails with EIO. Operations (mod 32) 0-15 are
+// FUSEClient calls; 16-31 use a DaxClient (INIT on first use) with a fake
+// 8 MiB DAX window (four 2 MiB ranges) and a fake direct mmap window, both
+// plain anonymous memory (see ClientScript). Oracles: no crash, a result
+// never claims more bytes than the caller's buffer, and the window manager
+// keeps its invariants.
 
 import ClientScript
 import FuzzSupport

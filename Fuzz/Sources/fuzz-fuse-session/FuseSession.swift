@@ -2,12 +2,14 @@
 //
 // Input: FUSE request messages back to back, each as long as its header's
 // `len` says (cut short at the end of the input; a `len` below 1 takes one
-// byte). Each run gets a fresh directory tree, file system (with ring
-// files for FUSE direct mmap), session, DAX window and mmap window; the
+// byte). Each run gets a fresh directory tree, file system (ring files for
+// FUSE direct mmap, kernel passthrough, room for only 4 node descriptors),
+// session (with a passthrough registry), DAX window and mmap window; the
 // session is INITed first with the request a Linux guest sends (every flag,
 // so direct mmap too), so later requests reach the file system; an input
-// may DESTROY and INIT again. Oracles: no crash, every reply is well formed, and nothing
-// the run opened (descriptors, direct mmap regions) outlives the session.
+// may DESTROY and INIT again. Oracles: no crash, every reply is well
+// formed, and nothing the run opened (descriptors, passthrough backing ids,
+// direct mmap regions) outlives the session.
 
 import DAX
 import FUSEABI
@@ -36,6 +38,8 @@ public func initialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutabl
 /// file, a symlink, a FIFO, and two ring files (FUSE direct mmap: one
 /// region shared by all, one per open); all names the seeds use.
 func makeTree(_ root: String) {
+    // Creates leave this thread with the last request's umask.
+    umask(0o022)
     removeTree(root)
     mkdir(root, 0o755)
     chmod(root, 0o755)
@@ -46,6 +50,22 @@ func makeTree(_ root: String) {
     mkfifo(root + "/fifo", 0o644)
     writeFile(root + "/ring", [])
     writeFile(root + "/ring-private", [])
+}
+
+/// Kernel passthrough backing ids as /dev/fuse would hand them out; counts what is open.
+final class CountingBacking: BackingRegistry, @unchecked Sendable {
+    private let open = Locked<Set<Int32>>([])
+    private let next = Locked<Int32>(1)
+    func open(fd: Int32) throws(Errno) -> Int32 {
+        guard fcntl(fd, F_GETFD) >= 0 else { fuzzFailure("a backing file registered with a closed descriptor \(fd)") }
+        let id = next.withLock { value in defer { value += 1 }; return value }
+        open.withLock { _ = $0.insert(id) }
+        return id
+    }
+    func close(id: Int32) throws(Errno) {
+        guard open.withLock({ $0.remove(id) }) != nil else { fuzzFailure("backing id \(id) closed twice or never opened") }
+    }
+    var openCount: Int { open.withLock { $0.count } }
 }
 
 /// Without a private tmpfs the host's /tmp holds the tree: keep sizes small there.
@@ -106,8 +126,12 @@ func run(_ input: UnsafeRawBufferPointer) {
         try rings.add(path: root + "/ring", sharing: .shared)
         try rings.add(path: root + "/ring-private", sharing: .perOpen)
     } catch { fatalError("ring files: \(error)") }
-    var options = PassthroughFS.Options(cache: .auto, passthrough: false, callerGroupsFromProc: false, ringFiles: rings)
+    // Kernel passthrough on, and room for only 4 node descriptors: past that,
+    // nodes close theirs and come back by file handle (NodeDescriptors).
+    var options = PassthroughFS.Options(cache: .auto, passthrough: true, callerGroupsFromProc: false, ringFiles: rings)
     options.watchHost = false
+    options.nodeDescriptorLimit = 4
+    let backing = CountingBacking()
     let fs: PassthroughFS
     do throws(Errno) { fs = try PassthroughFS(root: root, options: options) } catch { fatalError("PassthroughFS on \(root): \(error)") }
     let window: LocalWindow, mmapWindow: LocalWindow
@@ -115,7 +139,7 @@ func run(_ input: UnsafeRawBufferPointer) {
         window = try LocalWindow(size: 8 << 20)
         mmapWindow = try LocalWindow(size: 1 << 20)
     } catch { fatalError("window: \(error)") }
-    let session = FUSESession(fileSystem: fs, logger: silentLogger, window: window, mmapWindow: mmapWindow)
+    let session = FUSESession(fileSystem: fs, logger: silentLogger, backing: backing, window: window, mmapWindow: mmapWindow)
 
     let initMessage = FUSEMessage.initRequest()
     let initOutcome = initMessage.withUnsafeBytes { session.handle($0, reply: reply) }
@@ -146,6 +170,7 @@ func run(_ input: UnsafeRawBufferPointer) {
     // Back to the server's own credentials (requests switch this thread's fsuid and groups).
     _ = try? fs.getattr(RequestContext(), node: .root, handle: nil)
     session.end()
+    if backing.openCount != 0 { fuzzFailure("\(backing.openCount) passthrough backing ids still open after the session ended") }
     // A region lives while a client maps it: none outlives the connection.
     if rings.mappedRegions != 0 || rings.space.liveRegions != 0 {
         fuzzFailure("\(rings.mappedRegions) ring regions still mapped, \(rings.space.liveRegions) alive after the session ended")

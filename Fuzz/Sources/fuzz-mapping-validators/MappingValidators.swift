@@ -11,7 +11,10 @@
 //      the file system's grant {u8 region pages, u64 region offset};
 //   4  DAXFS_MUNMAP {fh, mh};
 //   5  WindowMappings: replace [start, end) (in pages of the window) with a
-//      new mapping or with nothing, planned and applied step by step.
+//      new mapping or with nothing, planned and applied step by step;
+//   6  a backend request to the client side ({u32 request, u32 flags, 40
+//      payload bytes}: SHMEM_MAP/UNMAP {shmid, pad, fd_offset, shm_offset,
+//      len, flags}, a memfd attached) into the frontend's BackendRequestHandler.
 // Oracles: a mapper only ever sees aligned ranges inside its window and a
 // grant that fits its region; REMOVEMAPPING is all or nothing for bad
 // ranges; the planned window equals a page-by-page model and keeps its
@@ -20,6 +23,7 @@
 @testable import VhostUser
 import FUSEABI
 import FUSEServer
+import CLinux
 import FuzzSupport
 import Glibc
 import HostSystem
@@ -137,6 +141,45 @@ struct PlannerModel {
     }
 }
 
+/// The client (frontend) end of a backend request line, and its handler.
+final class FrontendSide {
+    let backend: MessageSocket
+    let handler: BackendRequestHandler
+    let windows: [CheckingWindow]
+    let file: Int32
+
+    init(windowSize: UInt64) {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else { fatalError("socketpair") }
+        backend = MessageSocket(fd: pair[0])
+        // The frontend checks with 4 KiB alignment (QEMU's page), whatever the server's map_alignment.
+        windows = [CheckingWindow(windowSize: windowSize, alignment: 4096), CheckingWindow(windowSize: windowSize / 2, alignment: 4096)]
+        handler = BackendRequestHandler(socket: MessageSocket(fd: pair[1]), windows: [0: windows[0], 1: windows[1]], logger: silentLogger)
+        file = daxfs_memfd("daxfs-fuzz-mapped")
+    }
+
+    deinit {
+        Glibc.close(backend.fd)
+        Glibc.close(handler.socket.fd)
+        Glibc.close(file)
+    }
+
+    func step(_ input: inout FuzzInput) {
+        let request = input.u8() & 1 == 0 ? UInt32(9) : UInt32(10)
+        let flags = UInt32(input.u8() & 0xF)
+        var payload = Array(input.take(40))
+        payload += [UInt8](repeating: 0, count: 40 - payload.count)
+        for window in windows { window.calls.removeAll() }
+        guard (try? backend.send(request: request, flags: flags | 1, payload: payload, fds: request == 9 ? [file] : [])) != nil else { return }
+        handler.serviceIfReady()
+        // The u64 status, when one was sent (the handler answers before it returns).
+        var ready = pollfd(fd: backend.fd, events: Int16(POLLIN), revents: 0)
+        if poll(&ready, 1, 0) > 0 && ready.revents & Int16(POLLIN) != 0 { _ = try? backend.receive() }
+        let calls = windows.reduce(0) { $0 + $1.calls.count }
+        if calls > 1 { fuzzFailure("one backend request changed the window \(calls) times") }
+    }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     var input = FuzzInput(data, size)
@@ -159,11 +202,12 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     _ = initMessage.withUnsafeBytes { session.handle($0, reply: reply) }
     let rules = MappingRules(alignmentLog2: alignmentLog2, windowSize: windowSize)
     var planner = PlannerModel(pages: Int(windowSize) / HostPage.size / 64)
+    var frontend: FrontendSide?
 
     var steps = 0
     while !input.isEmpty && steps < 128 {
         steps += 1
-        switch input.u8() % 6 {
+        switch input.u8() % 7 {
         case 0:
             checkRules(rules, &input)
         case 1:
@@ -202,8 +246,11 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             w.append(input.u64())
             w.append(input.u64())
             _ = send(.daxfsMunmap, w.bytes)
-        default:
+        case 5:
             planner.step(&input)
+        default:
+            if frontend == nil { frontend = FrontendSide(windowSize: windowSize) }
+            frontend?.step(&input)
         }
     }
     session.end()

@@ -186,7 +186,8 @@ func descriptorChainSeeds() -> [Seed] {
         return w.bytes
     }
     let size = 8, base: UInt64 = 0x10000
-    let availableAt = 16 * size, usedAt = (availableAt + 6 + 2 * size + 3) & ~3, buffers = 0x1000
+    // The target puts the available ring right after the table (the used ring follows it).
+    let availableAt = 16 * size, buffers = 0x1000
     func image(table: [[UInt8]], heads: [UInt16], extra: [(Int, [UInt8])] = []) -> [UInt8] {
         var memory = [UInt8](repeating: 0, count: buffers + 0x400)
         let flat = table.flatMap { $0 }
@@ -195,7 +196,6 @@ func descriptorChainSeeds() -> [Seed] {
         ring.append(UInt16(0)); ring.append(UInt16(heads.count))
         for head in heads { ring.append(head) }
         memory.replaceSubrange(availableAt ..< availableAt + ring.bytes.count, with: ring.bytes)
-        _ = usedAt
         for (offset, bytes) in extra { memory.replaceSubrange(offset ..< offset + bytes.count, with: bytes) }
         let request = FUSEMessage.request(.getattr, unique: 2, node: 1, [GetattrIn().wireBytes])
         memory.replaceSubrange(buffers ..< buffers + request.count, with: request)
@@ -206,11 +206,9 @@ func descriptorChainSeeds() -> [Seed] {
         descriptor(base + UInt64(buffers) + 40, 16, 1, 2),
         descriptor(base + UInt64(buffers) + 0x100, 120, 2, 0),
     ], heads: [0])
-    let indirectTable = [
-        descriptor(base + UInt64(buffers), 56, 0, 0).prefix(12) + [1, 0, 1, 0],
-        descriptor(0x40000, 4096, 2, 0),
-    ].flatMap { $0 }
-    let indirect = image(table: [descriptor(base + 0x800, 32, 4, 0)], heads: [0, 0], extra: [(0x800, Array(indirectTable))])
+    // The request readable (NEXT), the reply room writable in the second region.
+    let indirectTable = [descriptor(base + UInt64(buffers), 56, 1, 1), descriptor(0x40000, 4096, 2, 0)].flatMap { $0 }
+    let indirect = image(table: [descriptor(base + 0x800, 32, 4, 0)], heads: [0, 0], extra: [(0x800, indirectTable)])
     return [("direct-chain", direct), ("indirect-chain", indirect)]
 }
 
@@ -294,7 +292,15 @@ func mappingValidatorSeeds() -> [Seed] {
     for (first, count, replace) in [(0, 4, 1), (2, 4, 1), (1, 1, 0), (0, 8, 1), (3, 2, 0)] as [(UInt8, UInt8, UInt8)] {
         planner.append(UInt8(5)); planner.append(first); planner.append(count - 1); planner.append(replace); planner.append(UInt8(1))
     }
-    return [("session-and-rules", w.bytes), ("window-planner", planner.bytes)]
+    var frontend = ByteWriter()
+    frontend.append(UInt8(0)); frontend.append(UInt8(1))
+    // SHMEM_MAP {shmid 0, fd_offset 0, shm_offset 2 MiB, len 2 MiB, MAP_RW} with NEED_REPLY, then SHMEM_UNMAP.
+    for (request, flags) in [(UInt8(0), UInt64(1)), (UInt8(1), UInt64(0))] {
+        frontend.append(UInt8(6)); frontend.append(request); frontend.append(UInt8(8))
+        frontend.append(UInt64(0)); frontend.append(UInt64(0)); frontend.append(UInt64(2 << 20)); frontend.append(UInt64(2 << 20))
+        frontend.append(flags)
+    }
+    return [("session-and-rules", w.bytes), ("window-planner", planner.bytes), ("frontend-requests", frontend.bytes)]
 }
 
 // MARK: fuzz-host-watch
