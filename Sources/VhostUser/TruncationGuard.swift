@@ -38,7 +38,7 @@ final class TruncationGuard: @unchecked Sendable {
     private var worker: OSThread?
 
     /// How long a truncation waits for the frontend at most.
-    static let deadline: UInt64 = 2_000_000_000
+    static let deadline: UInt64 = 12_000_000_000
     /// A truncation can still fail after it was let through (no inotify
     /// event follows then): the file is looked at again this much later.
     static let recheckDelay: UInt64 = 2_000_000_000
