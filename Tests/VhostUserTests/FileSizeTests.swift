@@ -31,6 +31,20 @@ import Testing
         return what()
     }
 
+    /// Writes `content` (4 MiB) to `path` on the host, connects a client with
+    /// a window that takes the backend's changes, and reads at 0 and 3 MiB so
+    /// that two 2 MiB ranges are mapped; nil (an issue recorded) without a window.
+    func mapTwoRanges(of path: String, _ content: [UInt8], _ fixture: BackendFixture) throws -> (ConnectedClient, LocalWindow, DaxFile)? {
+        writeHost(path, content)
+        let connected = try connectClient(fixture.socketPath, guarded: false) { $0.backgroundReclaim = false }
+        guard let window = connected.window else { Issue.record("no window"); return nil }
+        let file = try connected.client.open("data")
+        #expect(try file.read(count: 4096, at: 0) == Array(content[0 ..< 4096]))
+        #expect(try file.read(count: 4096, at: 3 << 20) == Array(content[3 << 20 ..< (3 << 20) + 4096]))
+        #expect(mappedBytes(window) == 4 << 20)
+        return (connected, window, file)
+    }
+
     @Test func hostTruncationTakesPagesPastTheEndOutOfTheWindow() throws {
         var options = FSBackendOptions()
         options.cacheSize = 16 << 20
@@ -38,13 +52,8 @@ import Testing
         defer { fixture.stop() }
         let path = fixture.share + "/data"
         let content = pattern(4 << 20, seed: 9)
-        writeHost(path, content)
-        let connected = try connectClient(fixture.socketPath, guarded: false) { $0.backgroundReclaim = false }
-        guard let window = connected.window else { Issue.record("no window"); return }
-        let file = try connected.client.open("data")
-        #expect(try file.read(count: 4096, at: 0) == Array(content[0 ..< 4096]))
-        #expect(try file.read(count: 4096, at: 3 << 20) == Array(content[3 << 20 ..< (3 << 20) + 4096]))
-        #expect(mappedBytes(window) == 4 << 20)
+        guard let (connected, window, file) = try mapTwoRanges(of: path, content, fixture) else { return }
+        defer { _ = connected }
 
         // Host truncation to 1 MiB + 100: the first range keeps its pages up
         // to the new end (rounded up to a page), the second goes entirely.
@@ -74,13 +83,8 @@ import Testing
         }
         let path = fixture.share + "/data"
         let content = pattern(4 << 20, seed: 11)
-        writeHost(path, content)
-        let connected = try connectClient(fixture.socketPath, guarded: false) { $0.backgroundReclaim = false }
-        guard let window = connected.window else { Issue.record("no window"); return }
-        let file = try connected.client.open("data")
-        #expect(try file.read(count: 4096, at: 0) == Array(content[0 ..< 4096]))
-        #expect(try file.read(count: 4096, at: 3 << 20) == Array(content[3 << 20 ..< (3 << 20) + 4096]))
-        #expect(mappedBytes(window) == 4 << 20)
+        guard let (connected, window, file) = try mapTwoRanges(of: path, content, fixture) else { return }
+        defer { _ = connected }
 
         // No waiting here: truncate(2) returned, so the pages are gone.
         #expect(truncate(path, off_t((1 << 20) + 100)) == 0)
