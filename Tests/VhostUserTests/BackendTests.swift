@@ -355,6 +355,73 @@ final class BackendFixture: @unchecked Sendable {
         if !ended { stopped = true }  // a backend still stuck would hang stop()
     }
 
+    /// A SETLKW waits on request queue 1 for a lock a host process holds; a
+    /// FUSE_INTERRUPT for it arrives on the high-priority queue 0: the wait
+    /// ends with EINTR at once, and the lock is not taken (the host can still
+    /// take it again after letting go). Another waiter, not interrupted, is
+    /// granted once the host lets go.
+    @Test func interruptEndsAWaitingLockWithEINTR() throws {
+        let fixture = try BackendFixture()
+        defer { fixture.stop() }
+        writeHost(fixture.share + "/locked", [UInt8](repeating: 1, count: 4096))
+        let host = open(fixture.share + "/locked", O_RDWR | O_CLOEXEC)
+        defer { close(host) }
+        var exclusive = flock(l_type: Int16(F_WRLCK), l_whence: Int16(SEEK_SET), l_start: 0, l_len: 0, l_pid: 0)
+        #expect(fcntl(host, DAXFS_F_OFD_SETLK, &exclusive) == 0)
+
+        let frontend = try VhostUserFrontend(socketPath: fixture.socketPath)
+        let channel = try VirtioChannel(frontend: frontend, slots: 2)
+        let client = FUSEClient(channel: channel)
+        _ = try client.initialize(flags: [.maxPages, .initExt])
+        let node = try client.lookup(parent: .root, name: "locked").nodeid
+        let handle = try client.open(NodeID(node), flags: O_RDWR).fh
+        let queue = frontend.queues[1], memory = frontend.memory
+        let base = try memory.allocate(64 * 256, alignment: 64)
+        queue.lock.withLock { _ in
+            for i in 0 ..< 2 {
+                Self.publishLockWait(i, type: F_WRLCK, at: base, on: queue, memory: memory, node: node, handle: handle)
+            }
+            queue.notify()
+        }
+        usleep(200_000)
+        #expect(queue.lock.withLock { _ in queue.ring.reap() }.isEmpty, "a SETLKW finished while the host holds the lock")
+
+        // INTERRUPT (its own unique has FUSE_INT_REQ_BIT) for request 0.
+        let length = InHeader.wireSize + U64Arg.wireSize
+        let started = monotonicNanoseconds()
+        try withUnsafeTemporaryAllocation(byteCount: length, alignment: 8) { (message) throws(Errno) in
+            var writer = WireWriter(message)
+            writer.write(InHeader(len: UInt32(length), opcode: FUSEOpcode.interrupt.rawValue, unique: 2_000_001))
+            writer.write(U64Arg(1_000_000))
+            try channel.send(UnsafeRawBufferPointer(message))
+        }
+        var done: [(head: UInt16, length: UInt32)] = []
+        for _ in 0 ..< 2000 where done.isEmpty {
+            done = queue.lock.withLock { _ in queue.ring.reap() }
+            if done.isEmpty { usleep(1000) }
+        }
+        let took = monotonicNanoseconds() - started
+        #expect(done.count == 1 && done.first?.head == 8, "completed: \(done)")
+        #expect(took < 1_000_000_000, "the interrupt took \(took / 1_000_000) ms")
+        let reply = memory.pointer(base + 128)
+        #expect(done.first?.length == 16)
+        #expect(reply.loadUnaligned(fromByteOffset: 4, as: Int32.self) == -EINTR)
+        #expect(reply.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == 1_000_000)
+
+        // The host lets go: only the waiter that was not interrupted gets the lock.
+        var unlock = flock(l_type: Int16(F_UNLCK), l_whence: Int16(SEEK_SET), l_start: 0, l_len: 0, l_pid: 0)
+        #expect(fcntl(host, DAXFS_F_OFD_SETLK, &unlock) == 0)
+        done = []
+        for _ in 0 ..< 3000 where done.isEmpty {
+            done = queue.lock.withLock { _ in queue.ring.reap() }
+            if done.isEmpty { usleep(1000) }
+        }
+        #expect(done.count == 1 && done.first?.head == 10, "completed: \(done)")
+        #expect(memory.pointer(base + 256 + 128).loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0)
+        usleep(100_000)
+        #expect(queue.lock.withLock { _ in queue.ring.reap() }.isEmpty, "the interrupted SETLKW was answered twice")
+    }
+
     /// Publishes SETLKW number `i` (owner 5000+i, the whole file, lock
     /// `type`) without waiting: descriptors 8+2i (the request, at
     /// `base`+256i) and 9+2i (64 bytes for the reply, 128 bytes further).
