@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "daxfs", targets: ["daxfs"]),
+        .executable(name: "daxfs-virtiofsd", targets: ["daxfs-virtiofsd"]),
+        .library(name: "ServeDaemon", targets: ["ServeDaemon"]),
         .library(name: "FUSEServer", targets: ["FUSEServer"]),
         .library(name: "PassthroughFS", targets: ["PassthroughFS"]),
         .library(name: "DevFUSE", targets: ["DevFUSE"]),
@@ -62,8 +64,18 @@ let package = Package(
             "DevFUSE", "VhostUser", "FUSEServer", "FUSEABI", "HostSystem", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The vhost-user-fs daemon: listener, sandbox, accept loop; virtiofsd's command line.
+        .target(name: "ServeDaemon", dependencies: [
+            "MappingShadow", "VhostUser", "PassthroughFS", "FUSEServer", "HostSystem", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // A drop-in for virtiofsd (libvirt's <binary path=.../>).
+        .executableTarget(name: "daxfs-virtiofsd", dependencies: [
+            "ServeDaemon", "HostSystem", "CLinux",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "daxfs", dependencies: [
-            "MappingShadow", "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem", "DAX", "DaxClient", "VhostUser",
+            "ServeDaemon", "MappingShadow", "FUSEServer", "PassthroughFS", "DevFUSE", "HostSystem", "DAX", "DaxClient", "VhostUser",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -72,7 +84,7 @@ let package = Package(
         .testTarget(name: "PassthroughFSTests", dependencies: ["PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "DAXTests", dependencies: ["DAX", "DaxClient", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "MountTests", dependencies: ["HostSystem", "CLinux"]),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "MappingShadow", "Virtio", "DaxClient", "DAX", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["ServeDaemon", "VhostUser", "MappingShadow", "Virtio", "DaxClient", "DAX", "PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),
         .testTarget(name: "GuestTests", dependencies: ["HostSystem"]),
     ],
     swiftLanguageModes: [.v6]

@@ -26,7 +26,7 @@ final class CallerGroups: Sendable {
 
     /// The "Groups:" line of /proc/PID/status; empty when the process is gone.
     private static func read(_ pid: UInt32) -> [UInt32] {
-        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+        let fd = open(ProcFS.path("\(pid)/status"), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 4096)

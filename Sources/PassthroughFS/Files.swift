@@ -55,6 +55,9 @@ extension PassthroughFS {
     static let droppedCreateFlags: Int32 = O_NOCTTY | DAXFS_O_DIRECT
 
     public func open(_ ctx: RequestContext, node: NodeID, flags: UInt32, killSuidgid: Bool) throws(Errno) -> Opened {
+        if options.readOnly && (Int32(bitPattern: flags) & O_ACCMODE != O_RDONLY || Int32(bitPattern: flags) & O_TRUNC != 0) {
+            throw .readOnlyFileSystem
+        }
         try become(ctx)
         let inode = try inode(node)
         // Reopening a symlink through /proc would open the symlink inode itself.
@@ -71,6 +74,7 @@ extension PassthroughFS {
     }
 
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, umask: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
@@ -104,6 +108,7 @@ extension PassthroughFS {
     }
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
@@ -263,6 +268,7 @@ extension PassthroughFS {
     }
 
     public func write(_ ctx: RequestContext, node: NodeID, handle: FileHandle, offset: UInt64, data: UnsafeRawBufferPointer, writeFlags: UInt32, lockOwner: UInt64?) throws(Errno) -> Int {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw .invalidArgument }
@@ -308,6 +314,7 @@ extension PassthroughFS {
     }
 
     public func fallocate(_ ctx: RequestContext, node: NodeID, handle: FileHandle, offset: UInt64, length: UInt64, mode: UInt32) throws(Errno) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max), length <= UInt64(Int64.max) else { throw .invalidArgument }
@@ -329,6 +336,7 @@ extension PassthroughFS {
 
     public func copyFileRange(_ ctx: RequestContext, nodeIn: NodeID, handleIn: FileHandle, offsetIn: UInt64,
                               nodeOut: NodeID, handleOut: FileHandle, offsetOut: UInt64, length: UInt64, flags: UInt64) throws(Errno) -> UInt64 {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         guard flags == 0 else { throw .invalidArgument }
         let input = try openFile(handleIn)

@@ -8,6 +8,7 @@ extension PassthroughFS {
     /// the first SETUPMAPPING and closed with the inode: reopening on every
     /// request would add an open(2) to each mapping's latency.
     public func mappingDescriptor(_ ctx: RequestContext, node: NodeID, handle: FileHandle?, writable: Bool) throws(Errno) -> SharedDescriptor {
+        if writable { try refuseChangesWhenReadOnly() }
         try become(ctx)
         let inode: Inode
         if let handle {

@@ -16,6 +16,7 @@ extension PassthroughFS {
     }
 
     public func setattr(_ ctx: RequestContext, node: NodeID, _ request: SetattrRequest) throws(Errno) -> AttrReply {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let inode = try inode(node)
         let file = request.handle.flatMap { handle in handles.withLock { $0.files[handle.rawValue] } }
@@ -79,6 +80,7 @@ extension PassthroughFS {
     }
 
     public func symlink(_ ctx: RequestContext, parent: NodeID, name: FileName, target: CStringArg) throws(Errno) -> Entry {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let directory = try inode(parent)
         return try name.withCString { name throws(Errno) in
@@ -91,6 +93,7 @@ extension PassthroughFS {
     }
 
     public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, umask: UInt32) throws(Errno) -> Entry {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
@@ -104,6 +107,7 @@ extension PassthroughFS {
     }
 
     public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
@@ -115,6 +119,7 @@ extension PassthroughFS {
     }
 
     public func unlink(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let directory = try inode(parent)
         try directory.withFD { directoryFD throws(Errno) in
@@ -123,6 +128,7 @@ extension PassthroughFS {
     }
 
     public func rmdir(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let directory = try inode(parent)
         try directory.withFD { directoryFD throws(Errno) in
@@ -131,6 +137,7 @@ extension PassthroughFS {
     }
 
     public func rename(_ ctx: RequestContext, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let known = DAXFS_RENAME_NOREPLACE | DAXFS_RENAME_EXCHANGE | DAXFS_RENAME_WHITEOUT
         guard flags & ~known == 0 else { throw .invalidArgument }
@@ -146,6 +153,7 @@ extension PassthroughFS {
     }
 
     public func link(_ ctx: RequestContext, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         let inode = try inode(node)
         let directory = try self.inode(newParent)

@@ -87,6 +87,18 @@ public final class PassthroughFS: FileSystem {
         /// (each a descriptor) for this file system's client; one more is
         /// refused with EMFILE. nil: a quarter of the open-file limit.
         public var openDescriptorLimit: Int?
+        /// Every change to the share is refused with EROFS: writes, creates,
+        /// attribute and xattr changes, writable opens and mappings.
+        public var readOnly = false
+        /// READDIRPLUS offered (FUSE_DO_READDIRPLUS, FUSE_READDIRPLUS_AUTO).
+        public var readdirplus = true
+        /// POSIX record locks and flock(2) locks served by the host (else the
+        /// client keeps them to itself).
+        public var posixLocks = true
+        public var flockLocks = true
+        /// FUSE_HANDLE_KILLPRIV_V2: this server clears set-id bits on writes,
+        /// truncations and chowns; without it the client's kernel does.
+        public var handleKillprivV2 = true
 
         public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
                     callerGroupsFromProc: Bool = true, ringFiles: RingFiles? = nil) {
@@ -133,7 +145,7 @@ public final class PassthroughFS: FileSystem {
     public init(root: String, options: Options = Options()) throws(Errno) {
         let rootFD = FileDescriptor(adopting: try Syscall.openat(DAXFS_AT_FDCWD, root, flags: DAXFS_O_PATH | DAXFS_O_DIRECTORY))
         let st = try Syscall.fstat(rootFD.rawValue)
-        let proc = FileDescriptor(adopting: try Syscall.openat(DAXFS_AT_FDCWD, "/proc/self/fd", flags: DAXFS_O_PATH | DAXFS_O_DIRECTORY))
+        let proc = FileDescriptor(adopting: try Syscall.openat(DAXFS_AT_FDCWD, ProcFS.path("self/fd"), flags: DAXFS_O_PATH | DAXFS_O_DIRECTORY))
         let readable = FileDescriptor(adopting: try Syscall.openat(rootFD.rawValue, ".", flags: O_RDONLY | DAXFS_O_DIRECTORY))
 
         self.options = options
@@ -192,6 +204,10 @@ public final class PassthroughFS: FileSystem {
                                 // MAP_SHARED on FOPEN_DIRECT_IO files (cache=never).
                                 .directIOAllowMmap]
         if options.cache != .always { flags.insert(.autoInvalData) }
+        if !options.readdirplus { flags.subtract([.doReaddirplus, .readdirplusAuto]) }
+        if !options.posixLocks { flags.remove(.posixLocks) }
+        if !options.flockLocks { flags.remove(.flockLocks) }
+        if !options.handleKillprivV2 { flags.remove(.handleKillprivV2) }
         if options.passthrough { flags.insert(.passthrough) }
         return flags
     }
@@ -207,7 +223,7 @@ public final class PassthroughFS: FileSystem {
     /// Starts the host watcher (see `CacheMode.auto`); without it the 1 s timeouts stay.
     private func watchHost(_ connection: FUSEConnection) {
         // The root's descriptor is pinned: this path stays valid.
-        guard let rootPath = try? root.withFD({ fd throws(Errno) in "/proc/self/fd/\(fd)" }),
+        guard let rootPath = try? root.withFD({ fd throws(Errno) in ProcFS.path("self/fd/\(fd)") }),
               let watcher = HostWatcher(path: rootPath, mountFD: rootReadFD) else {
             options.logger?.info("host changes cannot be watched (fanotify needs CAP_SYS_ADMIN): names and attributes are cached for 1 s")
             return
@@ -295,12 +311,18 @@ public final class PassthroughFS: FileSystem {
         }
     }
 
-    /// Calls `body` with "/proc/self/fd/N", for calls that take only a path (xattrs).
+    /// EROFS when the share is read-only (`Options.readOnly`).
+    @inline(__always)
+    func refuseChangesWhenReadOnly() throws(Errno) {
+        if options.readOnly { throw .readOnlyFileSystem }
+    }
+
+    /// Calls `body` with "/proc/self/fd/N" (`ProcFS`), for calls that take only a path (xattrs).
     @inline(__always)
     func withProcPath<R>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
         var storage: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         return try withUnsafeMutableBytes(of: &storage) { raw throws(Errno) -> R in
-            let prefix = "/proc/self/fd/".utf8
+            let prefix = (ProcFS.prefix + "self/fd/").utf8
             var index = 0
             for byte in prefix { raw[index] = byte; index += 1 }
             let count = formatDecimal(UInt32(bitPattern: fd), into: UnsafeMutableRawBufferPointer(rebasing: raw[index...]))

@@ -7,6 +7,7 @@ import HostSystem
 /// symlink (like the l*xattr calls), never its target.
 extension PassthroughFS {
     public func setxattr(_ ctx: RequestContext, node: NodeID, name: CStringArg, value: UnsafeRawBufferPointer, flags: UInt32, setxattrFlags: UInt32) throws(Errno) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)
@@ -40,6 +41,7 @@ extension PassthroughFS {
     }
 
     public func removexattr(_ ctx: RequestContext, node: NodeID, name: CStringArg) throws(Errno) {
+        try refuseChangesWhenReadOnly()
         try become(ctx)
         guard options.xattr else { throw .notImplemented }
         let inode = try inode(node)

@@ -608,7 +608,7 @@ final class SizeWatcher: @unchecked Sendable {
 
     /// Watches the file behind `fd` for `node`; the watch id, or -1.
     func add(_ fd: Int32, node: NodeID) -> Int32 {
-        let watch = inotify_add_watch(inotify.rawValue, "/proc/self/fd/\(fd)", UInt32(IN_MODIFY))
+        let watch = inotify_add_watch(inotify.rawValue, ProcFS.path("self/fd/\(fd)"), UInt32(IN_MODIFY))
         if watch >= 0 { nodes.withLock { $0[watch] = node } }
         return watch
     }

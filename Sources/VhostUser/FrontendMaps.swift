@@ -16,7 +16,7 @@ struct FrontendMaps: Sendable {
     /// Whether the process maps a page of `file` at or past file offset
     /// `offset`; nil when its maps cannot be read.
     func mapsPages(of file: MappedFile, from offset: UInt64) -> Bool? {
-        let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
+        let fd = open(ProcFS.path("\(pid)/maps"), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var text: [UInt8] = []

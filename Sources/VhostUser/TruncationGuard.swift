@@ -239,7 +239,7 @@ final class TruncationGuard: @unchecked Sendable {
 
     /// The intent of thread `thread`'s system call, from /proc/TID/syscall.
     static func intent(ofThread thread: Int32) -> Intent {
-        guard let fd = try? Syscall.call({ open("/proc/\(thread)/syscall", O_RDONLY | O_CLOEXEC) }) else { return .unknown }
+        guard let fd = try? Syscall.call({ open(ProcFS.path("\(thread)/syscall"), O_RDONLY | O_CLOEXEC) }) else { return .unknown }
         var buffer = [UInt8](repeating: 0, count: 512)
         let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
         Glibc.close(fd)
@@ -247,7 +247,7 @@ final class TruncationGuard: @unchecked Sendable {
         let line = String(decoding: buffer[0 ..< count], as: UTF8.self).trimmingNewline
         return intent(ofSyscall: line) { address in
             // openat2's struct open_how starts with u64 flags.
-            guard let mem = try? Syscall.call({ open("/proc/\(thread)/mem", O_RDONLY | O_CLOEXEC) }) else { return nil }
+            guard let mem = try? Syscall.call({ open(ProcFS.path("\(thread)/mem"), O_RDONLY | O_CLOEXEC) }) else { return nil }
             defer { Glibc.close(mem) }
             var flags: UInt64 = 0
             let read = pread(mem, &flags, 8, off_t(Int64(bitPattern: address)))

@@ -5,6 +5,7 @@ import Glibc
 import HostSystem
 import Logging
 import PassthroughFS
+import ServeDaemon
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -131,36 +132,7 @@ struct LogLevelOption: ExpressibleByArgument {
 }
 
 func checkDirectory(_ path: String, role: String) throws {
-    var info = stat()
-    do {
-        _ = try Syscall.call { stat(path, &info) }
-    } catch {
-        throw CLIError("\(role) \(path) does not exist or cannot be reached (\(error))")
-    }
-    guard info.st_mode & S_IFMT == S_IFDIR else { throw CLIError("\(role) \(path) is not a directory") }
-}
-
-/// Turns SIGINT/SIGTERM/SIGHUP into calls on a dedicated thread (sigwait),
-/// so no work happens in a signal handler.
-enum SignalWatcher {
-    static func start(onFirst: @escaping @Sendable () -> Void, onSecond: @escaping @Sendable () -> Void) {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, signal) }
-        // Block in this thread before any worker starts, so every thread inherits the mask.
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-        signal(SIGPIPE, SIG_IGN)
-        let waitSet = set
-        _ = try? OSThread(name: "daxfs-signals") {
-            var set = waitSet
-            var received: Int32 = 0
-            var count = 0
-            while sigwait(&set, &received) == 0 {
-                count += 1
-                if count == 1 { onFirst() } else { onSecond() }
-            }
-        }
-    }
+    do { try ServeDaemon.checkDirectory(path, role: role) } catch { throw CLIError(error.description) }
 }
 
 /// A failure reported as "Error: <text>" with exit status 1.

@@ -35,15 +35,24 @@ struct GuestTests {
         /// guest reads through DAX (read(2) and MAP_SHARED), 100 times:
         /// check-truncate.sh and host-truncate.py. QEMU must survive.
         case daxfsDaxTruncate = "daxfs-dax-truncate"
+        /// `daxfs-virtiofsd` (virtiofsd's command line) in each sandbox:
+        /// namespace (the default: pid, mount, network and IPC namespaces,
+        /// the share as root), chroot and none.
+        case daxfsVirtiofsdNamespace = "daxfs-virtiofsd-namespace"
+        case daxfsVirtiofsdChroot = "daxfs-virtiofsd-chroot"
+        case daxfsVirtiofsdNone = "daxfs-virtiofsd-none"
+        /// `daxfs-virtiofsd` in the namespace sandbox with a DAX window
+        /// (QEMU 11.1, check-dax.sh): no pid namespace then.
+        case daxfsVirtiofsdDax = "daxfs-virtiofsd-dax"
         var testDescription: String { rawValue }
         var requestQueues: Int { self == .daxfsThreadPool ? 2 : 1 }
         /// Runs QEMU 11.1 from the sid chroot rather than Debian's 7.2.
-        var needsSidChroot: Bool { [.daxfsQemu11, .virtiofsdRustQemu11, .daxfsDax, .daxfsDaxTruncate].contains(self) }
+        var needsSidChroot: Bool { [.daxfsQemu11, .virtiofsdRustQemu11, .daxfsDax, .daxfsDaxTruncate, .daxfsVirtiofsdDax].contains(self) }
         /// run-guest.sh options beyond the backend command and the timeouts.
         var scriptArguments: [String] {
             var arguments = ["--request-queues", String(requestQueues)]
             if needsSidChroot { arguments += ["--qemu", "sid"] }
-            if self == .daxfsDax {
+            if self == .daxfsDax || self == .daxfsVirtiofsdDax {
                 arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-dax.sh"]
             }
             if self == .daxfsDaxTruncate {
@@ -53,7 +62,7 @@ struct GuestTests {
         }
         var expectedChecks: [String] {
             switch self {
-            case .daxfsDax: GuestTests.expectedDaxChecks
+            case .daxfsDax, .daxfsVirtiofsdDax: GuestTests.expectedDaxChecks
             case .daxfsDaxTruncate: GuestTests.expectedTruncateChecks
             default: GuestTests.expectedChecks
             }
@@ -99,6 +108,12 @@ struct GuestTests {
 
     @Test(arguments: Backend.allCases)
     func guestRunsChecks(backend: Backend) throws {
+        // GUEST_BACKENDS=a,b runs only those (names as in the test's arguments).
+        if let only = ProcessInfo.processInfo.environment["GUEST_BACKENDS"], !only.isEmpty,
+           !only.split(separator: ",").contains(Substring(backend.rawValue)) {
+            print("skipping guest test [\(backend.rawValue)]: not in GUEST_BACKENDS")
+            return
+        }
         if let reason = Self.missingPrerequisite(for: backend) {
             print("skipping guest test [\(backend.rawValue)]: \(reason)")
             return
@@ -179,6 +194,11 @@ struct GuestTests {
                 + "--shared-dir={chroot_dir} --sandbox=chroot --inode-file-handles=never --cache=auto --xattr"
         case .daxfsDax, .daxfsDaxTruncate:
             return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --cache-size-mib 32 --tag myfs"
+        case .daxfsVirtiofsdNamespace, .daxfsVirtiofsdChroot, .daxfsVirtiofsdNone:
+            let mode = backend.rawValue.split(separator: "-").last ?? ""
+            return "'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --sandbox=\(mode) --cache=auto --xattr"
+        case .daxfsVirtiofsdDax:
+            return "'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --cache-size-mib 32 --tag myfs"
         }
     }
 
@@ -208,11 +228,12 @@ struct GuestTests {
         return .success(path)
     }
 
-    /// DAXFS_BIN, or the `daxfs` executable beside this test binary.
-    static func daxfsBinary() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["DAXFS_BIN"], !path.isEmpty { return path }
+    /// DAXFS_BIN, or the `daxfs` executable beside this test binary (or
+    /// another of the package's executables).
+    static func daxfsBinary(named name: String = "daxfs") throws -> String {
+        if name == "daxfs", let path = ProcessInfo.processInfo.environment["DAXFS_BIN"], !path.isEmpty { return path }
         let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        let candidate = me.deletingLastPathComponent().appendingPathComponent("daxfs").path
+        let candidate = me.deletingLastPathComponent().appendingPathComponent(name).path
         guard access(candidate, X_OK) == 0 else {
             throw GuestError("no daxfs executable at \(candidate); build it or set DAXFS_BIN")
         }

@@ -150,7 +150,8 @@ final class DaxfsMount {
     private var watchdog: DispatchWorkItem?
 
     static let readyTimeout = 10.0
-    static let exitTimeout = 10.0
+    /// Under AddressSanitizer the exit includes LeakSanitizer's heap scan.
+    static let exitTimeout = 10.0 * Sanitizers.slowdown
     static let hangTimeout = 180.0
 
     init(_ mode: Mode, extraArguments: [String] = [], label: String = "mount") throws {

@@ -724,6 +724,13 @@ func daxfsBinary() -> String {
         return (field("VmHWM"), field("VmRSS"), field("Threads"))
     }
 
+    /// How much a bounded request may grow the backend, in KiB. Under
+    /// AddressSanitizer (the suite's ASan step builds `daxfs` with it too)
+    /// freed memory waits in a quarantine of up to 256 MiB before reuse, so
+    /// there the bound only catches the unbounded growth; the figures come
+    /// from the plain build.
+    static var growthBoundKiB: Int { Sanitizers.address ? 320 << 10 : 64 << 10 }
+
     @Test func lockWaitsAndIndirectTablesAtTheirBounds() throws {
         let scratch = Scratch()
         guard let backend = try BackendProcess.start(.daxfs, share: scratch.share, socket: scratch.socket("a"),
@@ -766,7 +773,7 @@ func daxfsBinary() -> String {
         print("FIGURE serve_lock_waits waiting=\(LockWaiter.limitForTests) refused=\(refused) peak_kib=\(waiting.peak) threads=\(waiting.threads)")
         #expect(refused == waits - LockWaiter.limitForTests, "\(refused) refused")
         #expect(waiting.threads < idle.threads + 4)
-        #expect(waiting.peak - idle.peak < 64 << 10)
+        #expect(waiting.peak - idle.peak < Self.growthBoundKiB)
         var unlock = flock(l_type: Int16(F_UNLCK), l_whence: Int16(SEEK_SET), l_start: 0, l_len: 0, l_pid: 0)
         #expect(fcntl(host, DAXFS_F_OFD_SETLK, &unlock) == 0)
         var granted = 0
@@ -793,7 +800,7 @@ func daxfsBinary() -> String {
         let walked = Self.status(backend.pid)
         print("FIGURE serve_indirect_65535 peak_kib=\(walked.peak) threads=\(walked.threads)")
         #expect(completed.count == 1)
-        #expect(walked.peak - idle.peak < 64 << 10)
+        #expect(walked.peak - idle.peak < Self.growthBoundKiB)
         #expect(try client.getattr(.root).mode & 0o170000 == 0o040000)
     }
 }

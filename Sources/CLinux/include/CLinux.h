@@ -165,4 +165,6 @@ void daxfs_unguard_region(int slot);
 int daxfs_load_acquire_int(const int *address);
 size_t daxfs_safe_copy(void *dst, const void *src, size_t n);
 
+#include "daxfs_sandbox.h"
+
 #endif
