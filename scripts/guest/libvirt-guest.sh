@@ -246,8 +246,12 @@ if bpid=$(start_domain "$console" boot); then
     else result guest-finished PASS; fi
     # libvirt's QEMU log says why QEMU ended: the guest's poweroff is reason=shutdown.
     qlog=$priv/log/qemu/$name.log
-    if grep -q 'shutting down, reason=shutdown' "$qlog" 2>/dev/null; then result qemu-exit PASS "guest powered off"
-    else result qemu-exit FAIL "$(grep 'shutting down' "$qlog" 2>/dev/null | tail -1)$([ $timed_out = 1 ] && echo ' (destroyed at the timeout)')"; fi
+    # A QEMU ended by a signal says reason=shutdown too, after "terminating on signal".
+    if grep -q 'shutting down, reason=shutdown' "$qlog" 2>/dev/null && ! grep -q 'terminating on signal' "$qlog"; then
+        result qemu-exit PASS "guest powered off"
+    else
+        result qemu-exit FAIL "$(grep -E 'terminating on signal|shutting down' "$qlog" 2>/dev/null | tr '\n' ' ')$([ $timed_out = 1 ] && echo ' (destroyed at the timeout)')"
+    fi
     # libvirt stopped the backend when the domain ended.
     if pid_gone_within "$bpid" 10; then result backend-exit PASS "pid $bpid gone after the domain ended"
     else result backend-exit FAIL "pid $bpid still running 10 s after the domain ended"; fi
