@@ -246,8 +246,11 @@ if bpid=$(start_domain "$console" boot); then
     else result guest-finished PASS; fi
     # libvirt's QEMU log says why QEMU ended: the guest's poweroff is reason=shutdown.
     qlog=$priv/log/qemu/$name.log
-    # A QEMU ended by a signal says reason=shutdown too, after "terminating on signal".
-    if grep -q 'shutting down, reason=shutdown' "$qlog" 2>/dev/null && ! grep -q 'terminating on signal' "$qlog"; then
+    # QEMU runs with -no-shutdown: on the guest's poweroff it stops and libvirt
+    # sends it SIGTERM ("terminating on signal 15 from pid N (libvirtd)").
+    # A signal from anyone else says reason=shutdown too, so it fails here.
+    if grep -q 'shutting down, reason=shutdown' "$qlog" 2>/dev/null &&
+        ! grep 'terminating on signal' "$qlog" | grep -qv '(libvirtd)$'; then
         result qemu-exit PASS "guest powered off"
     else
         result qemu-exit FAIL "$(grep -E 'terminating on signal|shutting down' "$qlog" 2>/dev/null | tr '\n' ' ')$([ $timed_out = 1 ] && echo ' (destroyed at the timeout)')"
