@@ -18,9 +18,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # and busybox-static: the real Linux guest of the vhost-user tests;
     # debootstrap: the Debian sid chroot with QEMU 11.1 and the Rust virtiofsd
     # (scripts/guest/sid-chroot.sh, cached in /var/cache/daxfs/sid); gcc and
-    # libc6-dev: the guest's static test helper; gdb: backtraces of hung tests.
+    # libc6-dev: the guest's static test helper; gdb: backtraces of hung tests;
+    # libvirt-daemon-system (libvirtd, virsh): the libvirt guest tests
+    # (scripts/guest/libvirt-guest.sh runs a private libvirtd of its own).
     apt-get install -y -qq fio fuse3 python3 attr cpio qemu-system-x86 linux-image-cloud-amd64 busybox-static \
-        debootstrap gcc libc6-dev gdb >/dev/null
+        debootstrap gcc libc6-dev gdb libvirt-daemon-system >/dev/null
     modprobe fuse 2>/dev/null || true
 fi
 
