@@ -166,3 +166,4 @@ int daxfs_load_acquire_int(const int *address);
 size_t daxfs_safe_copy(void *dst, const void *src, size_t n);
 
 #endif
+#include "daxfs_seccomp.h"
