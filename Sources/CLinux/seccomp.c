@@ -47,114 +47,103 @@
 #endif
 
 static const int daxfs_allowlist[] = {
-    // --- Memory: the Swift runtime, malloc, thread stacks, guest memory
-    //     tables, DAX windows and rings (mmap of memfds and host files).
-    __NR_mmap, __NR_munmap, __NR_mprotect, __NR_mremap, __NR_madvise, __NR_brk,
-    __NR_memfd_create,      // ring files, the local DAX window
-    __NR_mincore,           // not called by daxfs; glibc's pthread stack guard probe
-    // --- Threads (pthread_create → clone3, falling back to clone), their
-    //     teardown and synchronisation.
-    __NR_clone3, __NR_clone,
-    __NR_futex,             // every lock, condition and join
-#ifdef __NR_futex_waitv
-    __NR_futex_waitv,
-#endif
-    __NR_set_robust_list,   // each new thread registers its robust mutex list
-    __NR_rseq,              // glibc registers restartable sequences per thread
-    __NR_sched_yield,       // Swift runtime and atomics back-off
-    __NR_sched_getaffinity, // CPU count (sysconf(_SC_NPROCESSORS_ONLN) reads /sys, Dispatch asks this)
-    __NR_gettid,            // thread ids: fanotify FAN_REPORT_TID, logging
-    __NR_getpid, __NR_getppid,
-    __NR_tgkill,            // pthread_kill, raise (the SIGBUS handler re-raises)
-    __NR_exit, __NR_exit_group,
-    __NR_prctl,             // PR_SET_NAME (thread names), PR_CAPBSET_*, PR_SET_NO_NEW_PRIVS
+    // --- Memory: malloc (brk, mmap, mremap for large reallocs), the Swift
+    //     runtime, thread stacks (glibc caches them: madvise MADV_DONTNEED,
+    //     mprotect for guard pages), guest memory tables, DAX windows and
+    //     rings (mmap of memfds and host files; madvise MADV_HUGEPAGE).
+    __NR_brk, __NR_mmap, __NR_munmap, __NR_mprotect, __NR_mremap, __NR_madvise,
+    __NR_memfd_create,      // the DAX window and ring files
+    // --- Threads: pthread_create is clone3 (clone on glibc < 2.34 or when
+    //     clone3 is refused); each new thread registers its robust futex list
+    //     and its rseq area; locks, conditions and joins are futexes.
+    __NR_clone3, __NR_clone, __NR_futex, __NR_set_robust_list, __NR_rseq,
+    __NR_exit,              // a thread ends
+    __NR_exit_group,        // the process ends
+    __NR_sched_yield,       // ring workers with requests pending (RingFiles)
+    __NR_sched_getaffinity, // sysconf(_SC_NPROCESSORS_ONLN): OSThread.processorCount
+    __NR_gettid,            // thread ids against fanotify's FAN_REPORT_TID (truncation guard)
+    __NR_getpid,            // the host watcher skips its own process's events
+    __NR_tgkill,            // raise(): the SIGBUS handler re-raises a fault it cannot fix; abort()
+    __NR_prctl,             // PR_SET_NAME: every OSThread names itself
+    __NR_unshare,           // unshare(CLONE_FS): a worker's own umask (daxfs_thread_set_umask)
+    __NR_umask,
     // --- Signals: the SIGBUS fault handler for DAX copies and guarded guest
-    //     memory, SIGINT/SIGTERM for shutdown, the Swift runtime's crash handlers.
-    __NR_rt_sigaction, __NR_rt_sigprocmask, __NR_rt_sigreturn, __NR_sigaltstack,
-    __NR_rt_sigtimedwait,   // a thread that waits for SIGINT/SIGTERM
-    __NR_kill,              // signalling the own process group on shutdown
-    // --- Time and randomness.
-    __NR_clock_gettime, __NR_clock_nanosleep, __NR_nanosleep, __NR_gettimeofday,
-    __NR_getrandom,         // Swift hashing seeds, malloc
-    // --- Descriptors and plain I/O on them.
-    __NR_read, __NR_write, __NR_pread64, __NR_pwrite64, __NR_readv, __NR_writev,
-    __NR_preadv, __NR_pwritev, __NR_preadv2, __NR_pwritev2,
-    __NR_close, __NR_dup, __NR_dup3,
-#ifdef __NR_dup2
-    __NR_dup2,
-#endif
-#ifdef __NR_close_range
-    __NR_close_range,
-#endif
-    __NR_fcntl,             // F_GETFL/F_SETFL, OFD and POSIX locks (FUSE GETLK/SETLK/SETLKW)
+    //     memory, the thread that waits for SIGINT/SIGTERM/SIGHUP
+    //     (rt_sigtimedwait), blocked masks of new threads, the Swift runtime's
+    //     alternate signal stack for its crash reporter.
+    __NR_rt_sigaction, __NR_rt_sigprocmask, __NR_rt_sigreturn, __NR_rt_sigtimedwait,
+    __NR_sigaltstack,
+    // --- Time. clock_gettime normally stays in the vDSO; usleep is
+    //     clock_nanosleep (lock retries, ring ticks, watcher batching).
+    __NR_clock_gettime, __NR_clock_nanosleep,
+    __NR_getrandom,         // Swift's hashing seed, glibc malloc
+    // --- Descriptors and plain I/O: FUSE requests and replies on /dev/fuse
+    //     and the virtqueues, file data (READ/WRITE are pread/pwrite), logging.
+    __NR_read, __NR_write, __NR_pread64, __NR_pwrite64,
+    __NR_close,
+    __NR_dup,               // a node's O_PATH descriptor handed out to a second owner
+    __NR_fcntl,             // F_DUPFD_CLOEXEC, F_GETFL/F_SETFL, OFD and POSIX locks (GETLK/SETLK/SETLKW)
     __NR_flock,             // FUSE_FLOCK
-    __NR_ioctl,             // FUSE_DEV_IOC_CLONE / BACKING_OPEN / BACKING_CLOSE, FS_IOC_* on host files
+    __NR_ioctl,             // FUSE_DEV_IOC_CLONE / BACKING_OPEN / BACKING_CLOSE; TCGETS from stdio
     __NR_lseek,             // FUSE_LSEEK (SEEK_DATA/SEEK_HOLE), directory rewinds
     __NR_fallocate,         // FUSE_FALLOCATE
     __NR_copy_file_range,   // FUSE_COPY_FILE_RANGE
-    __NR_ftruncate,         // FUSE_SETATTR size, ring and window memfds
-    __NR_fsync, __NR_fdatasync, __NR_syncfs, // FUSE_FSYNC, FSYNCDIR, SYNCFS
-    __NR_getdents64,        // FUSE_READDIR(PLUS)
-    // --- Files by name, always relative to a directory descriptor.
-    __NR_openat,
-#ifdef __NR_openat2
-    __NR_openat2,
+    __NR_ftruncate,         // SETATTR size; sizing ring and window memfds
+    __NR_fsync, __NR_fdatasync, __NR_syncfs, // FSYNC, FSYNCDIR, SYNCFS
+    __NR_getdents64,        // READDIR, READDIRPLUS
+    // --- Files by name, always relative to a directory descriptor (names
+    //     are single components under an O_PATH node, or /proc/self/fd/N).
+    __NR_openat,            // also /proc/PID/maps and /proc/PID/status of the frontend and callers
+    __NR_name_to_handle_at, __NR_open_by_handle_at, // nodes past --max-node-fds, reopened by handle
+    __NR_newfstatat,        // glibc's fstat/fstatat/stat: LOOKUP, GETATTR, the mountpoint check
+#ifdef __NR_fstat
+    __NR_fstat,             // the same on glibc < 2.33
 #endif
-    __NR_name_to_handle_at, __NR_open_by_handle_at, // inodes by file handle past --max-node-fds
-    __NR_newfstatat, __NR_fstat, __NR_statx,       // GETATTR, LOOKUP, glibc's fstat → newfstatat / fstat
-    __NR_readlinkat,        // FUSE_READLINK; /proc/self/fd names
-    __NR_fchownat, __NR_fchown,
-    __NR_fchmodat, __NR_fchmod,
-#ifdef __NR_fchmodat2
-    __NR_fchmodat2,
-#endif
-    __NR_utimensat,
+    __NR_statx,             // FUSE_STATX
+    __NR_readlinkat,        // READLINK
+    __NR_fchownat,          // SETATTR uid/gid (AT_EMPTY_PATH on the node)
+    __NR_fchmod, __NR_fchmodat, // SETATTR mode on an open file / through /proc/self/fd
+    __NR_utimensat,         // SETATTR times
     __NR_mkdirat, __NR_mknodat, __NR_symlinkat, __NR_linkat, __NR_unlinkat,
-    __NR_renameat2,
+    __NR_renameat2,         // RENAME2 with flags
 #ifdef __NR_renameat
-    __NR_renameat,
+    __NR_renameat,          // glibc's renameat2 with flags 0
 #endif
-    __NR_faccessat, __NR_faccessat2, // FUSE_ACCESS
-    __NR_fstatfs, __NR_statfs,       // FUSE_STATFS
-    __NR_getcwd, __NR_chdir, __NR_fchdir,
-    // Extended attributes through /proc/self/fd/N paths (getxattr on the
-    // path) and on descriptors.
+#ifdef __NR_unlink
+    __NR_unlink,            // the truncation guard's probe file (unlink(3) on x86_64)
+#endif
+    __NR_faccessat2,        // ACCESS, and the truncation guard's permission checks
+    __NR_fstatfs,           // STATFS
+    // Extended attributes go through /proc/self/fd/N paths (getxattr & co
+    // follow that magic link to the node itself).
     __NR_getxattr, __NR_setxattr, __NR_listxattr, __NR_removexattr,
-    __NR_lgetxattr, __NR_lsetxattr, __NR_llistxattr, __NR_lremovexattr,
-    __NR_fgetxattr, __NR_fsetxattr, __NR_flistxattr, __NR_fremovexattr,
-    // --- Credentials of a request's caller, per thread (HostSystem's
-    //     daxfs_become: setfsuid/setfsgid and the raw setgroups; the raw
-    //     setresuid/setresgid of a per-thread euid switch).
-    __NR_setfsuid, __NR_setfsgid, __NR_setgroups, __NR_setresuid, __NR_setresgid,
-    __NR_getuid, __NR_geteuid, __NR_getgid, __NR_getegid, __NR_getgroups,
-    __NR_getresuid, __NR_getresgid,
-    __NR_capget, __NR_capset,
-    __NR_unshare,           // unshare(CLONE_FS) per worker thread for its own umask
-    __NR_umask,
-    // --- Waiting: queue kicks, the vhost-user socket, /dev/fuse, watches.
-    __NR_ppoll,
+    // --- Acting for a request's caller, per thread (daxfs_become): fsuid and
+    //     fsgid, and the raw setgroups (glibc's setgroups would change every
+    //     thread). open_by_handle privileged sets fsuid 0 for one call.
+    __NR_setfsuid, __NR_setfsgid, __NR_setgroups,
+    // --- Waiting: queue kicks and calls, the vhost-user socket, /dev/fuse,
+    //     the host watch and the truncation guard all poll(2).
 #ifdef __NR_poll
-    __NR_poll,              // glibc's poll() on x86_64
+    __NR_poll,
+#else
+    __NR_ppoll,             // glibc's poll() where there is no poll syscall (arm64)
 #endif
-    __NR_epoll_create1, __NR_epoll_ctl, __NR_epoll_pwait,
-#ifdef __NR_epoll_wait
-    __NR_epoll_wait,
-#endif
-    __NR_eventfd2,          // virtqueue kick/call fds, thread wake-ups
-    // --- Host-change watches: fanotify for --cache auto, inotify and the
-    //     pre-content group for the truncation guard of DAX-mapped files.
+    __NR_eventfd2,          // virtqueue kick/call descriptors, thread wake-ups
+    // --- Host-change watches: fanotify (--cache auto; the pre-content group
+    //     of the truncation guard), inotify on DAX-mapped files.
     __NR_fanotify_init, __NR_fanotify_mark,
     __NR_inotify_init1, __NR_inotify_add_watch, __NR_inotify_rm_watch,
-    // --- Sockets: the vhost-user listener and its connection, descriptors
-    //     passed with SCM_RIGHTS, SO_PEERCRED.
-    __NR_socket, __NR_bind, __NR_listen, __NR_accept4, __NR_connect,
-    __NR_sendmsg, __NR_recvmsg, __NR_sendto, __NR_recvfrom,
-    __NR_getsockopt, __NR_setsockopt, __NR_shutdown, __NR_getsockname,
-    __NR_socketpair,
-    // --- Resource limits: raiseOpenFileLimit, and glibc's sysconf.
-    __NR_prlimit64, __NR_getrlimit,
-    __NR_uname,             // glibc and the Swift runtime ask the kernel version
-    __NR_sched_getparam, __NR_sched_getscheduler, // pthread attributes of new threads
+    // --- The vhost-user socket: listener, the frontend's connection (a
+    //     new one after a disconnect), messages with SCM_RIGHTS descriptors
+    //     (sendmsg/recvmsg), recv(3) is recvfrom, SO_PEERCRED.
+    __NR_socket, __NR_bind, __NR_listen,
+#ifdef __NR_accept
+    __NR_accept,
+#endif
+    __NR_accept4,
+    __NR_sendmsg, __NR_recvmsg, __NR_recvfrom, __NR_getsockopt, __NR_shutdown,
+    // --- The open-file limit: PassthroughFS sizes --max-node-fds from it.
+    __NR_prlimit64,
 };
 
 const int *daxfs_seccomp_allowlist(size_t *count) {
@@ -295,7 +284,7 @@ int daxfs_seccomp_last_trapped(void) { return atomic_load(&daxfs_trap_last); }
 
 int daxfs_syscall_number(const char *name) {
     static const struct { const char *name; int number; } known[] = {
-        { "getppid", __NR_getppid }, { "acct", __NR_acct }, { "ptrace", __NR_ptrace },
+        { "getpid", __NR_getpid }, { "getppid", __NR_getppid }, { "acct", __NR_acct }, { "ptrace", __NR_ptrace },
         { "kexec_load", __NR_kexec_load }, { "execve", __NR_execve }, { "seccomp", __NR_seccomp },
         { "personality", __NR_personality },
     };

@@ -79,7 +79,7 @@ public enum Seccomp {
         return (daxfs_seccomp_trap_count(), last < 0 ? nil : last)
     }
 
-    /// This build's number of a few syscalls named in tests (getppid, acct,
+    /// This build's number of a few syscalls named in tests (getpid, getppid, acct,
     /// ptrace, kexec_load, execve, seccomp, personality), nil for others.
     public static func number(of name: String) -> Int32? {
         let number = daxfs_syscall_number(name)
