@@ -4,25 +4,40 @@
 //
 // How the allowlist was found (redo it when the server learns a new call):
 //
-// 1. Empirically: the real server processes ran under
-//        strace -f -qq -e trace=all -o /tmp/trace.%p .build/debug/daxfs "$@"
+// 1. strace: the real server processes ran under
+//        strace -D -f -qq -e trace=all -o /tmp/trace.$$ daxfs "$@"
 //    (DAXFS_BIN pointed at a wrapper that execs that line) while these tests
-//    drove them: VhostUserTests' ClientProcessTests, BackendTests,
-//    FileSizeTests and DirectMmapProcessTests (`daxfs serve` with a client
-//    in the test process, DAX and direct-mmap rings on), MountTests
-//    (`daxfs mount`, /dev/fuse with passthrough and the fanotify watch), and
-//    the names of every call were collected. What runs before main — the
-//    dynamic loader (execve, arch_prctl, access, set_tid_address) — is not
-//    listed: the filter goes in after start-up.
-// 2. Then the filter itself, in log mode, was put in front of the same runs
-//    (daxfs-sandbox-probe --seccomp log --exec daxfs …): every call outside
-//    the list shows up in the kernel log as "audit: type=1326 … syscall=N".
-// 3. By reading the code: every call in Sources/HostSystem, Sources/CLinux
-//    and the modules' direct Glibc calls, for the operations the tests did
-//    not reach (error paths, FUSE opcodes no test sends).
+//    drove them: VhostUserTests' ClientProcessTests, DAXOverVhostUserTests,
+//    DirectMmapOverVhostUserTests and FileSizeTests (`daxfs serve`, DAX and
+//    direct-mmap rings on) and MountTests (`daxfs mount`: /dev/fuse,
+//    passthrough, the fanotify watch, every FUSE opcode the kernel sends for
+//    fio and the POSIX checks). Every syscall name was collected, and sorted
+//    into calls made before the first accept(2) and after.
+// 2. The filter itself in log mode in front of the same runs and of
+//    GuestTests (DAXFS_BIN = a wrapper that runs
+//    `daxfs-sandbox-probe --seccomp log --extra … exec daxfs "$@"`): a call
+//    outside the list shows in the kernel log as
+//    "audit: type=1326 … syscall=N". The kernel rate-limits those lines
+//    (kauditd_printk_skb: N callbacks suppressed), so the calls already known
+//    were passed as --extra and only new ones could show.
+// 3. Reading the code: Sources/HostSystem, Sources/CLinux and the modules'
+//    direct Glibc calls, for paths the tests did not reach (FUSE_STATX,
+//    FUSE_LSEEK, error paths, glibc fallbacks).
+//
+// Not listed, because daxfs makes them only before the sandbox goes in
+// (install the filter after the listener is bound and the mapping shadow is
+// mounted): the dynamic loader's execve, arch_prctl, access,
+// set_tid_address, readlink("/proc/self/exe"); serve's start-up mkdir,
+// mount, umount2(MNT_DETACH), rmdir (the mapping shadow), rename (the socket
+// put in place), getuid/getgid (mount options); `daxfs mount`'s umount2 at
+// exit (pass it as extra to sandbox `mount`); getrusage (`daxfs client`
+// only). setresuid/setresgid and capget/capset are not made either: daxfs
+// acts for a caller with setfsuid/setfsgid, and capabilities are dropped
+// before the filter is installed.
 //
 // Each entry says why daxfs needs it. Names are __NR_* so the list builds on
-// arm64 too, where the legacy calls (open, stat, poll, …) do not exist.
+// arm64 too, where the legacy calls (poll, unlink, renameat, accept, fstat)
+// do not exist.
 #define _GNU_SOURCE 1
 #include "daxfs_seccomp.h"
 #include <errno.h>
@@ -170,13 +185,12 @@ static struct daxfs_bpf_instruction daxfs_jump(uint16_t code, uint32_t k, uint8_
 
 int daxfs_seccomp_build(int action, const int *extra, size_t extra_count,
                         struct daxfs_bpf_instruction *program, size_t capacity) {
+    // if/else: the DAXFS_SECCOMP_* constants are not case labels in C before C23.
     uint32_t otherwise;
-    switch (action) {
-    case DAXFS_SECCOMP_KILL: otherwise = SECCOMP_RET_KILL_PROCESS; break;
-    case DAXFS_SECCOMP_LOG: otherwise = SECCOMP_RET_LOG; break;
-    case DAXFS_SECCOMP_TRAP: otherwise = SECCOMP_RET_TRAP; break;
-    default: errno = EINVAL; return -1;
-    }
+    if (action == DAXFS_SECCOMP_KILL) otherwise = SECCOMP_RET_KILL_PROCESS;
+    else if (action == DAXFS_SECCOMP_LOG) otherwise = SECCOMP_RET_LOG;
+    else if (action == DAXFS_SECCOMP_TRAP) otherwise = SECCOMP_RET_TRAP;
+    else { errno = EINVAL; return -1; }
     size_t listed = sizeof daxfs_allowlist / sizeof daxfs_allowlist[0];
     size_t total = listed + extra_count;
     int *numbers = malloc((total ? total : 1) * sizeof(int));
