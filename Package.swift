@@ -79,6 +79,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Puts itself in a seccomp/capability sandbox and reports what a call did (SandboxPrimitiveTests).
+        .executableTarget(name: "daxfs-sandbox-probe", dependencies: ["HostSystem", "CLinux"]),
         .testTarget(name: "FUSEABITests", dependencies: ["FUSEABI"]),
         .testTarget(name: "FUSEServerTests", dependencies: ["FUSEServer", "FUSEABI", "HostSystem"]),
         .testTarget(name: "PassthroughFSTests", dependencies: ["PassthroughFS", "FUSEServer", "FUSEABI", "HostSystem", "CLinux"]),

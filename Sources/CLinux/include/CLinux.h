@@ -168,3 +168,4 @@ size_t daxfs_safe_copy(void *dst, const void *src, size_t n);
 #include "daxfs_sandbox.h"
 
 #endif
+#include "daxfs_seccomp.h"
