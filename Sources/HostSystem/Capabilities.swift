@@ -161,7 +161,7 @@ public enum Capabilities {
 
     /// The lines of /proc/self/status.
     static func procStatus() throws(Errno) -> [Substring] {
-        let fd = try Syscall.call { open("/proc/self/status", O_RDONLY | O_CLOEXEC) }
+        let fd = try Syscall.call { open(ProcFS.path("self/status"), O_RDONLY | O_CLOEXEC) }
         defer { Glibc.close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)

@@ -137,6 +137,60 @@ public enum Sandbox {
         }
     }
 
+    /// The capabilities the server keeps (before `--modcaps`): virtiofsd's
+    /// (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP)
+    /// and DAC_READ_SEARCH for nodes reopened by file handle. With a DAX
+    /// window also SYS_ADMIN (the mapping shadow's FUSE mount and the
+    /// fanotify marks that hold host truncations), SYS_PTRACE (reading the
+    /// truncating thread's /proc/TID/syscall when another user runs it; the
+    /// ptrace syscall itself stays outside the seccomp allowlist) and, in the
+    /// chroot sandbox, SYS_CHROOT (the root changes after the shadow's
+    /// threads have started, and capabilities are per thread).
+    static func keptCapabilities(_ options: Options, dax: Bool) throws(ServeError) -> CapabilitySet {
+        var kept = CapabilitySet.virtiofsdDefault
+        kept.insert(.dacReadSearch)
+        if dax {
+            kept.insert(.sysAdmin)
+            if let ptrace = Capability(name: "sys_ptrace") { kept.insert(ptrace) }
+            if options.mode == .chroot, let chroot = Capability(name: "sys_chroot") { kept.insert(chroot) }
+        }
+        guard let modcaps = options.modcaps else { return kept }
+        do { return try Capabilities.parseModcaps(modcaps, defaults: kept) } catch { throw ServeError(error.description) }
+    }
+
+    /// Drops every capability but `kept`, while the process has one thread
+    /// (capabilities are per thread; threads started later inherit them).
+    static func dropCapabilities(keeping kept: CapabilitySet, logger: Logger) throws(ServeError) {
+        do { try Capabilities.apply(keeping: kept) } catch {
+            throw ServeError("cannot drop capabilities to \(kept) (\(error)); --modcaps can keep fewer")
+        }
+        logger.debug("capabilities kept: \(kept)")
+    }
+
+    /// The seccomp allowlist, last, on every thread. With `trap` a refused
+    /// call fails with ENOSYS and a log line instead of a signal.
+    static func installFilter(_ options: Options, logger: Logger) throws(ServeError) {
+        let action: Seccomp.Action
+        switch options.seccomp {
+        case .none: return
+        case .kill: action = .kill
+        case .log: action = .log
+        case .trap: action = .trap
+        }
+        do {
+            if action == .trap { try Seccomp.reportTraps() }
+            try Seccomp.install(action)
+        } catch {
+            throw ServeError("cannot install the seccomp filter (\(error)); --seccomp none runs without it")
+        }
+        logger.debug("seccomp filter installed: \(Seccomp.allowlist.count) syscalls allowed, others \(action.rawValue)")
+        // For tests of the filter: one syscall outside the allowlist, now.
+        if getenv("DAXFS_TEST_FORBIDDEN_SYSCALL") != nil {
+            let result = daxfs_forbidden_syscall_for_tests()
+            logger.warning("DAXFS_TEST_FORBIDDEN_SYSCALL: acct(2) returned \(result), errno \(daxfs_errno())")
+        }
+    }
+
     /// Second step: the shared directory becomes the root; procfs becomes
     /// the working directory. Returns the shared directory's new path.
     static func changeRoot(_ options: Options, sharedDir: String) throws(ServeError) -> String {

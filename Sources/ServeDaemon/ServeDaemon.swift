@@ -47,8 +47,12 @@ public enum ServeDaemon {
         let dax = backend.cacheSize > 0
         let pidNamespace = try Sandbox.enterNamespaces(configuration.sandbox, needsHostPids: dax,
                                                        unlinkOnExit: listener.path, logger: logger)
+        let sandboxed = configuration.sandbox.mode != .none
+        let kept = try Sandbox.keptCapabilities(configuration.sandbox, dax: dax)
         var options = backend
         if dax {
+            // The mapping shadow starts threads: capabilities go first.
+            if sandboxed { try Sandbox.dropCapabilities(keeping: kept, logger: logger) }
             do {
                 options.mappableFiles = try MappingShadow(logger: logger)
             } catch {
@@ -61,8 +65,12 @@ public enum ServeDaemon {
             }
         }
         let root = try Sandbox.changeRoot(configuration.sandbox, sharedDir: configuration.sharedDir)
-        if configuration.sandbox.mode != .none {
-            logger.info("sandbox \(configuration.sandbox.mode.rawValue): the shared directory is the root\(pidNamespace ? ", in a pid namespace" : "")")
+        if sandboxed {
+            if !dax { try Sandbox.dropCapabilities(keeping: kept, logger: logger) }
+            try Sandbox.installFilter(configuration.sandbox, logger: logger)
+            logger.info("sandbox \(configuration.sandbox.mode.rawValue): the shared directory is the root\(pidNamespace ? ", in a pid namespace" : ""); capabilities \(kept); seccomp \(configuration.sandbox.seccomp.rawValue)")
+        } else if configuration.sandbox.seccomp != .none {
+            try Sandbox.installFilter(configuration.sandbox, logger: logger)
         }
         configuration.sharedDir = root
 

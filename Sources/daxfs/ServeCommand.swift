@@ -85,6 +85,7 @@ struct ServeCommand: ParsableCommand {
         configuration.maxNodeDescriptors = maxNodeFds
         // `daxfs serve` runs as it always has; daxfs-virtiofsd sandboxes itself.
         configuration.sandbox.mode = .none
+        configuration.sandbox.seccomp = .none
         do { try ServeDaemon.run(configuration, logger: Logger(label: "daxfs")) } catch { throw CLIError(error.description) }
     }
 }

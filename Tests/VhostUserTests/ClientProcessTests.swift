@@ -42,10 +42,11 @@ final class BackendProcess: @unchecked Sendable {
 
     /// `daxfs-virtiofsd` (beside `daxfs`) with virtiofsd-style `arguments`
     /// after --socket-path and --shared-dir.
-    static func startDropIn(share: String, socket: String, arguments: [String]) throws -> BackendProcess {
+    static func startDropIn(share: String, socket: String, arguments: [String],
+                            environment: [String: String] = [:], log: String? = nil) throws -> BackendProcess {
         let binary = URL(fileURLWithPath: daxfsBinary()).deletingLastPathComponent().appendingPathComponent("daxfs-virtiofsd").path
         return try BackendProcess(binary, ["--socket-path=\(socket)", "--shared-dir=\(share)", "--log-level=error"] + arguments,
-                                  socket: socket)
+                                  socket: socket, environment: environment, log: log)
     }
 
     /// The process that serves: the started one, or in a pid-namespace
@@ -55,10 +56,20 @@ final class BackendProcess: @unchecked Sendable {
         return children.split(separator: " ").first.flatMap { Int32($0) } ?? pid
     }
 
-    private init(_ binary: String, _ arguments: [String], socket: String) throws {
+    private init(_ binary: String, _ arguments: [String], socket: String, environment: [String: String] = [:],
+                 log: String? = nil) throws {
         socketPath = socket
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        if let log {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            process.standardError = handle
+            process.standardOutput = handle
+        }
         try process.run()
         for _ in 0 ..< 500 where access(socket, F_OK) != 0 { usleep(10_000) }
         guard access(socket, F_OK) == 0 else { throw Errno.noEntry }

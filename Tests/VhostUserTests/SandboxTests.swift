@@ -68,8 +68,66 @@ struct VirtiofsdSandboxTests {
             #expect(separate == (mode == .namespace), "\(kind) namespace separate: \(separate)")
         }
         #expect((Self.namespace(server, "pid") != Self.namespace(getpid(), "pid")) == pidNamespace)
+        let status = Self.status(server)
+        #expect(status["Seccomp"] == "2" && status["NoNewPrivs"] == "1", "seccomp: \(status["Seccomp"] ?? "?")")
+        if mode != .none {
+            // virtiofsd's set and DAC_READ_SEARCH; with DAX also SYS_ADMIN,
+            // SYS_PTRACE, and SYS_CHROOT in the chroot sandbox.
+            var kept: UInt64 = 0x8800_00df | 1 << 2
+            if dax { kept |= 1 << 21 | 1 << 19 | (mode == .chroot ? 1 << 18 : 0) }
+            for set in ["CapEff", "CapPrm", "CapBnd"] {
+                #expect(UInt64(status[set] ?? "", radix: 16) == kept, "\(set) \(status[set] ?? "?"), expected \(String(kept, radix: 16))")
+            }
+            #expect(UInt64(status["CapInh"] ?? "", radix: 16) == 0 && UInt64(status["CapAmb"] ?? "", radix: 16) == 0)
+        }
 
         client.shutdown()
+    }
+
+    /// The fields of /proc/PID/status.
+    static func status(_ pid: Int32) -> [String: String] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
+        }
+        return fields
+    }
+
+    /// A syscall outside the allowlist (acct, made once the filter is in
+    /// when DAXFS_TEST_FORBIDDEN_SYSCALL is set) gets --seccomp's action:
+    /// kill ends the daemon with SIGSYS; trap fails the call with ENOSYS and
+    /// says so; log lets it through (EPERM: CAP_SYS_PACCT is dropped); the
+    /// last two keep serving. With none there is no filter (and no trigger).
+    @Test(arguments: ["kill", "trap", "log", "none"])
+    func aSyscallOutsideTheAllowlistGetsTheChosenAction(action: String) throws {
+        let scratch = Scratch()
+        writeHost(scratch.file("f"), [7, 7, 7])
+        let log = scratch.path + "/daemon.log"
+        let backend = try BackendProcess.startDropIn(share: scratch.share, socket: scratch.socket("s"),
+                                                     arguments: ["--sandbox", "chroot", "--seccomp", action, "--log-level", "warn"],
+                                                     environment: ["DAXFS_TEST_FORBIDDEN_SYSCALL": "1"], log: log)
+        defer { backend.kill() }
+        if action == "kill" {
+            for _ in 0 ..< 500 where backend.process.isRunning { usleep(10_000) }
+            #expect(!backend.process.isRunning, "the daemon survived a forbidden syscall")
+            #expect(backend.process.terminationReason == .uncaughtSignal && backend.process.terminationStatus == SIGSYS,
+                    "ended with \(backend.process.terminationStatus)")
+            return
+        }
+        let client = try connectClient(backend.socketPath).client
+        #expect(Self.status(backend.pid)["Seccomp"] == (action == "none" ? "0" : "2"))
+        let file = try client.open("f")
+        #expect(try file.read(count: 3, at: 0) == [7, 7, 7])
+        try file.close()
+        client.shutdown()
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        switch action {
+        case "trap": #expect(text.contains("acct(2) returned -1, errno \(ENOSYS)"), "log: \(text)")
+        case "log": #expect(text.contains("acct(2) returned -1, errno \(EPERM)"), "log: \(text)")
+        default: #expect(!text.contains("acct"), "no filter, no trigger: \(text)")
+        }
     }
 
     /// With --readonly every change is EROFS, in each sandbox; reads work.

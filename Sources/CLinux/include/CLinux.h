@@ -166,6 +166,6 @@ int daxfs_load_acquire_int(const int *address);
 size_t daxfs_safe_copy(void *dst, const void *src, size_t n);
 
 #include "daxfs_sandbox.h"
+#include "daxfs_seccomp.h"
 
 #endif
-#include "daxfs_seccomp.h"

@@ -33,5 +33,8 @@ int daxfs_wait_exit_status(int pid);
 int daxfs_can_make_file_handle(const char *path);
 /// syslog(priority, "%s", message) (syslog is variadic: Swift cannot call it).
 void daxfs_syslog(int priority, const char *message);
+/// acct(2) with a NULL path: a syscall outside the seccomp allowlist, made
+/// only when DAXFS_TEST_FORBIDDEN_SYSCALL is set (the filter's tests).
+long daxfs_forbidden_syscall_for_tests(void);
 
 #endif
