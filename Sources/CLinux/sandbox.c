@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -69,3 +70,10 @@ int daxfs_can_make_file_handle(const char *path) {
 void daxfs_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
 
 long daxfs_forbidden_syscall_for_tests(void) { return syscall(SYS_acct, NULL); }
+
+int daxfs_is_mount_root(int fd) {
+    struct statx info;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, 0, &info) != 0) return -1;
+    if (!(info.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)) { errno = EOPNOTSUPP; return -1; }
+    return (info.stx_attributes & STATX_ATTR_MOUNT_ROOT) ? 1 : 0;
+}

@@ -1,4 +1,5 @@
 import CLinux
+import FUSEABI
 import FUSEServer
 import Glibc
 import HostSystem
@@ -173,7 +174,12 @@ extension PassthroughFS {
         let directory = try inode(parent)
         do {
             let (found, st) = try name.withCString { name throws(Errno) in try lookupReference(parent: directory, name: name) }
-            return entry(found, st)
+            var reply = entry(found, st)
+            if submounts.load(ordering: .acquiring), st.st_mode & S_IFMT == S_IFDIR,
+               (try? found.withFD({ fd throws(Errno) in daxfs_is_mount_root(fd) })) == 1 {
+                reply.attr.flags |= FUSEFlag.attrSubmount
+            }
+            return reply
         } catch where error == .noEntry {
             guard let negativeTimeout else { throw error }
             return .negative(timeout: negativeTimeout)

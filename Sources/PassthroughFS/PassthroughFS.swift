@@ -99,6 +99,10 @@ public final class PassthroughFS: FileSystem {
         /// FUSE_HANDLE_KILLPRIV_V2: this server clears set-id bits on writes,
         /// truncations and chowns; without it the client's kernel does.
         public var handleKillprivV2 = true
+        /// FUSE_SUBMOUNTS: a directory that is a mount point on the host is
+        /// looked up with FUSE_ATTR_SUBMOUNT, so the client gives it a
+        /// superblock (and st_dev) of its own (virtiofsd's --announce-submounts).
+        public var announceSubmounts = false
 
         public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
                     callerGroupsFromProc: Bool = true, ringFiles: RingFiles? = nil) {
@@ -137,6 +141,8 @@ public final class PassthroughFS: FileSystem {
     let passthroughActive = Atomic<Bool>(false)
     /// FUSE_DONT_MASK was negotiated: creates carry the caller's umask.
     let dontMask = Atomic<Bool>(false)
+    /// FUSE_SUBMOUNTS negotiated (and wanted).
+    let submounts = Atomic<Bool>(false)
     /// Supplementary groups of calling processes, from /proc (see `Options.callerGroupsFromProc`).
     let callerGroups: CallerGroups
     let passthroughWarned = Atomic<Bool>(false)
@@ -209,11 +215,13 @@ public final class PassthroughFS: FileSystem {
         if !options.flockLocks { flags.remove(.flockLocks) }
         if !options.handleKillprivV2 { flags.remove(.handleKillprivV2) }
         if options.passthrough { flags.insert(.passthrough) }
+        if options.announceSubmounts { flags.insert(.submounts) }
         return flags
     }
 
     public func initialize(connection: FUSEConnection) throws(Errno) {
         dontMask.store(connection.capabilities.contains(.dontMask), ordering: .releasing)
+        submounts.store(options.announceSubmounts && connection.capabilities.contains(.submounts), ordering: .releasing)
         let registry = options.passthrough && connection.capabilities.contains(.passthrough) ? connection.backing : nil
         backing.withLock { $0 = registry }
         passthroughActive.store(registry != nil, ordering: .releasing)

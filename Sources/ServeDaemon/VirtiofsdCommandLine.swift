@@ -76,6 +76,7 @@ public enum VirtiofsdCommandLine {
         init() {
             // virtiofsd's defaults where they differ from daxfs serve's.
             configuration.fileSystem.handleKillprivV2 = false
+            configuration.fileSystem.announceSubmounts = true
             configuration.sandbox.mode = .namespace
         }
     }
@@ -209,8 +210,12 @@ public enum VirtiofsdCommandLine {
         option(["--seccomp"], .required, "Action on a syscall outside the allowlist: none, kill (default), log, trap") { state, value throws(ServeError) in
             state.configuration.sandbox.seccomp = try choice(value, "--seccomp", Sandbox.SeccompChoice.allCases)
         },
-        option(["--no-announce-submounts"], .none, "Do not tell the guest which directories are mount points (what daxfs does)") { _, _ in },
-        refused(["--announce-submounts"], .none, "FUSE_ATTR_SUBMOUNT is not implemented yet: mount points inside the share appear to the guest as directories of one filesystem"),
+        option(["--no-announce-submounts"], .none, "Do not tell the guest which directories are mount points") { state, _ in
+            state.configuration.fileSystem.announceSubmounts = false
+        },
+        option(["--announce-submounts"], .none, "Tell the guest which directories are mount points (FUSE_ATTR_SUBMOUNT) [default]") { state, _ in
+            state.configuration.fileSystem.announceSubmounts = true
+        },
         option(["--inode-file-handles"], .required, "never, prefer (default), mandatory: reopen nodes by file handle beyond --max-node-fds") { state, value throws(ServeError) in
             state.configuration.fileHandles = try choice(value == "fallback" ? "prefer" : value, "--inode-file-handles", ServeConfiguration.FileHandles.allCases)
         },
@@ -299,8 +304,7 @@ public enum VirtiofsdCommandLine {
             case "no_posix_lock": state.configuration.fileSystem.posixLocks = false
             case "readdirplus": state.configuration.fileSystem.readdirplus = true
             case "no_readdirplus": state.configuration.fileSystem.readdirplus = false
-            case "announce_submounts":
-                throw ServeError("-o announce_submounts is not supported by daxfs-virtiofsd: FUSE_ATTR_SUBMOUNT is not implemented yet")
+            case "announce_submounts": state.configuration.fileSystem.announceSubmounts = true
             case "killpriv_v2": state.configuration.fileSystem.handleKillprivV2 = true
             case "no_killpriv_v2": state.configuration.fileSystem.handleKillprivV2 = false
             case "sandbox": state.configuration.sandbox.mode = try choice(try need(), "-o sandbox=", Sandbox.Mode.allCases)

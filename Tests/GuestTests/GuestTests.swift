@@ -37,7 +37,8 @@ struct GuestTests {
         case daxfsDaxTruncate = "daxfs-dax-truncate"
         /// `daxfs-virtiofsd` (virtiofsd's command line) in each sandbox:
         /// namespace (the default: pid, mount, network and IPC namespaces,
-        /// the share as root), chroot and none.
+        /// the share as root; with a tmpfs mounted inside the share, which
+        /// the guest must see as a submount), chroot and none.
         case daxfsVirtiofsdNamespace = "daxfs-virtiofsd-namespace"
         case daxfsVirtiofsdChroot = "daxfs-virtiofsd-chroot"
         case daxfsVirtiofsdNone = "daxfs-virtiofsd-none"
@@ -55,6 +56,7 @@ struct GuestTests {
             if self == .daxfsDax || self == .daxfsVirtiofsdDax {
                 arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-dax.sh"]
             }
+            if self == .daxfsVirtiofsdNamespace { arguments.append("--submount") }
             if self == .daxfsDaxTruncate {
                 arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-truncate.sh"]
             }
@@ -64,6 +66,8 @@ struct GuestTests {
             switch self {
             case .daxfsDax, .daxfsVirtiofsdDax: GuestTests.expectedDaxChecks
             case .daxfsDaxTruncate: GuestTests.expectedTruncateChecks
+            // A tmpfs mounted inside the share appears in the guest as a submount.
+            case .daxfsVirtiofsdNamespace: GuestTests.expectedChecks + ["submount"]
             default: GuestTests.expectedChecks
             }
         }

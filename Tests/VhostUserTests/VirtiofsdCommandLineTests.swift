@@ -16,7 +16,7 @@ struct VirtiofsdCommandLineTests {
         (["--thread-pool-size", "4"], true), (["--xattr"], true), (["--posix-acl=never"], true), (["--posix-acl"], false),
         (["--posix-acl=always"], false), (["--xattrmap", ":map::user.virtiofs.:"], false),
         (["--sandbox", "chroot"], true), (["--readonly"], true), (["--seccomp", "log"], true),
-        (["--announce-submounts"], false), (["--no-announce-submounts"], true),
+        (["--announce-submounts"], true), (["--no-announce-submounts"], true),
         (["--inode-file-handles=never"], true), (["--cache", "never"], true), (["--cache", "metadata"], false),
         (["--allow-mmap"], true), (["--no-readdirplus"], true), (["--writeback"], false), (["--allow-direct-io"], false),
         (["--print-capabilities"], true), (["--modcaps=+sys_admin:-chown"], true), (["--log-level", "debug"], true),
@@ -88,6 +88,7 @@ struct VirtiofsdCommandLineTests {
         // virtiofsd's defaults.
         guard case .serve(let d, let defaults) = try VirtiofsdCommandLine.parse(Self.required) else { return }
         #expect(d.sandbox.mode == .namespace && d.sandbox.seccomp == .kill && !d.fileSystem.handleKillprivV2)
+        #expect(d.fileSystem.announceSubmounts)
         #expect(!d.fileSystem.xattr && d.fileSystem.posixLocks && d.fileSystem.flockLocks && d.fileHandles == .prefer)
         #expect(d.listen == .path("/run/vfs.sock", group: nil) && defaults.level == .info)
     }

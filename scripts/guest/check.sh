@@ -41,6 +41,11 @@ t_xattr()    {
     if getfattr -n user.daxfs target >/dev/null 2>&1; then echo "xattr still there after remove"; exit 1; fi
 }
 t_host_file_before_boot() { eq "$(cat ../host-note.txt)" "written-by-host"; }
+# Only with run-guest.sh --submount: sub/ is a tmpfs mount on the host.
+t_submount() {
+    eq "$(cat ../sub/marker)" in-submount
+    [ "$(stat -c %d ../sub)" != "$(stat -c %d ..)" ] || { echo "sub/ has the share's st_dev $(stat -c %d ..): not announced as a submount"; exit 1; }
+}
 t_guest_file_for_host() { printf 'written-by-guest\n' > ../guest-note.txt; }
 t_big_guest_write() {
     dd if=/dev/urandom of=../guest-big.bin bs=$MB count=256 2>/dev/null
@@ -79,7 +84,7 @@ root=${1:-/mnt}
 rm -rf "$root/t"; mkdir "$root/t" || { echo "RESULT setup FAIL cannot mkdir $root/t"; exit 0; }
 for name in create write_read append truncate overwrite rename unlink mkdir readdir rmdir \
             symlink hardlink chmod xattr host_file_before_boot guest_file_for_host \
-            big_guest_write big_host_read host_file_live fio; do
+            big_guest_write big_host_read host_file_live fio $([ -e "$root/sub/marker" ] && echo submount); do
     start=$(cut -d' ' -f1 /proc/uptime)
     echo "RUN $name"
     out=$(sh /check.sh --one "$root" "$name" 2>&1) && verdict=PASS || verdict=FAIL

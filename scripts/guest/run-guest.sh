@@ -7,7 +7,12 @@
 #   run-guest.sh [--backend-cmd 'CMD'] [--request-queues N] [--timeout SECONDS]
 #                [--qemu host|sid] [--device fs|dax] [--mount-opts OPTS]
 #                [--check check.sh|check-dax.sh|check-truncate.sh] [--check-timeout SECONDS]
-#                [--kernel VERSION] [--trace] [--keep]
+#                [--kernel VERSION] [--submount] [--trace] [--keep]
+#
+# --submount mounts a small tmpfs at sub/ inside the shared directory before
+# boot (with sub/marker in it); check.sh then checks that the guest sees it
+# as a mount of its own (another st_dev: the backend announced it with
+# FUSE_ATTR_SUBMOUNT).
 #
 # CMD is a shell command; in it {socket} and {dir} are replaced by the
 # vhost-user socket path and the shared directory as the host sees them, and
@@ -44,9 +49,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 backend_cmd='/usr/lib/qemu/virtiofsd --socket-path={socket} -o source={dir} -o cache=auto -o xattr'
-timeout=600 queues=1 kver=${DAXFS_GUEST_KERNEL:-} trace=0 keep=0
+timeout=600 queues=1 kver=${DAXFS_GUEST_KERNEL:-} trace=0 keep=0 submount=0
 qemu_from=host device=fs mount_opts= check=check.sh check_timeout=300
-usage="usage: $0 [--backend-cmd CMD] [--request-queues N] [--timeout S] [--qemu host|sid] [--device fs|dax] [--mount-opts OPTS] [--check NAME] [--check-timeout S] [--kernel VER] [--trace] [--keep]"
+usage="usage: $0 [--backend-cmd CMD] [--request-queues N] [--timeout S] [--qemu host|sid] [--device fs|dax] [--mount-opts OPTS] [--check NAME] [--check-timeout S] [--kernel VER] [--submount] [--trace] [--keep]"
 while [ $# -gt 0 ]; do
     case $1 in
         --backend-cmd) backend_cmd=$2; shift 2 ;;
@@ -60,6 +65,7 @@ while [ $# -gt 0 ]; do
         --kernel) kver=$2; shift 2 ;;
         --trace) trace=1 keep=1; shift ;;
         --keep) keep=1; shift ;;
+        --submount) submount=1; shift ;;
         *) echo "$usage" >&2; exit 2 ;;
     esac
 done
@@ -128,6 +134,11 @@ host_file() {  # name size: random content
 if [ "$check" = check.sh ]; then
     host_file host-big.bin 256M
     echo written-by-host > "$shared/host-note.txt"
+    if [ $submount = 1 ]; then
+        # Unmounted by cleanup (every mount under the work directory).
+        mkdir "$shared/sub" && mount -t tmpfs -o size=4m daxfs-submount "$shared/sub"
+        echo in-submount > "$shared/sub/marker"
+    fi
 elif [ "$check" = check-truncate.sh ]; then
     trunc_size=$((8 << 20))
     python3 "$here/host-truncate.py" create "$shared/trunc.bin" $trunc_size

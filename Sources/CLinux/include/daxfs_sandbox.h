@@ -36,5 +36,8 @@ void daxfs_syslog(int priority, const char *message);
 /// acct(2) with a NULL path: a syscall outside the seccomp allowlist, made
 /// only when DAXFS_TEST_FORBIDDEN_SYSCALL is set (the filter's tests).
 long daxfs_forbidden_syscall_for_tests(void);
+/// 1 when `fd` is the root of a mount (statx STATX_ATTR_MOUNT_ROOT), 0
+/// when not, -1 with errno when the kernel cannot say.
+int daxfs_is_mount_root(int fd);
 
 #endif
