@@ -75,6 +75,7 @@ extension PassthroughFS {
 
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, umask: UInt32, killSuidgid: Bool) throws(Errno) -> (Entry, Opened) {
         try refuseChangesWhenReadOnly()
+        try refuseForbiddenOwner(ctx)
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
@@ -109,6 +110,7 @@ extension PassthroughFS {
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, umask: UInt32) throws(Errno) -> (Entry, Opened) {
         try refuseChangesWhenReadOnly()
+        try refuseForbiddenOwner(ctx)
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)

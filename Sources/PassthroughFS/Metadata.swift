@@ -12,7 +12,7 @@ extension PassthroughFS {
         let file = handle.flatMap { handle in handles.withLock { $0.files[handle.rawValue] } }
         // fstat works on O_PATH descriptors and never follows a symlink.
         let st = try attributes(inode, file: file)
-        return AttrReply(attr: Attr(st), timeout: attrTimeout)
+        return AttrReply(attr: guestAttr(st), timeout: attrTimeout)
     }
 
     public func setattr(_ ctx: RequestContext, node: NodeID, _ request: SetattrRequest) throws(Errno) -> AttrReply {
@@ -33,8 +33,17 @@ extension PassthroughFS {
             }
         }
         if request.uid != nil || request.gid != nil {
+            // To host ids; an id that may not own files is refused.
+            let uid = try request.uid.map { (id) throws(Errno) -> UInt32 in
+                guard let host = options.uidTranslation.toHost(id) else { throw .notPermitted }
+                return host
+            }
+            let gid = try request.gid.map { (id) throws(Errno) -> UInt32 in
+                guard let host = options.gidTranslation.toHost(id) else { throw .notPermitted }
+                return host
+            }
             try inode.withFD { fd throws(Errno) in
-                try Syscall.fchownat(fd, "", uid: request.uid, gid: request.gid,
+                try Syscall.fchownat(fd, "", uid: uid, gid: gid,
                                      flags: DAXFS_AT_EMPTY_PATH | DAXFS_AT_SYMLINK_NOFOLLOW)
             }
         }
@@ -64,7 +73,7 @@ extension PassthroughFS {
         }
         // ctime cannot be set on Linux; every change above updated it anyway.
         let st = try attributes(inode)
-        return AttrReply(attr: Attr(st), timeout: attrTimeout)
+        return AttrReply(attr: guestAttr(st), timeout: attrTimeout)
     }
 
     public func readlink(_ ctx: RequestContext, node: NodeID) throws(Errno) -> [UInt8] {
@@ -81,6 +90,7 @@ extension PassthroughFS {
 
     public func symlink(_ ctx: RequestContext, parent: NodeID, name: FileName, target: CStringArg) throws(Errno) -> Entry {
         try refuseChangesWhenReadOnly()
+        try refuseForbiddenOwner(ctx)
         try become(ctx)
         let directory = try inode(parent)
         return try name.withCString { name throws(Errno) in
@@ -94,6 +104,7 @@ extension PassthroughFS {
 
     public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, umask: UInt32) throws(Errno) -> Entry {
         try refuseChangesWhenReadOnly()
+        try refuseForbiddenOwner(ctx)
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)
@@ -108,6 +119,7 @@ extension PassthroughFS {
 
     public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, umask: UInt32) throws(Errno) -> Entry {
         try refuseChangesWhenReadOnly()
+        try refuseForbiddenOwner(ctx)
         try become(ctx)
         let directory = try inode(parent)
         prepareToCreate(umask: umask)

@@ -103,6 +103,9 @@ public final class PassthroughFS: FileSystem {
         /// looked up with FUSE_ATTR_SUBMOUNT, so the client gives it a
         /// superblock (and st_dev) of its own (virtiofsd's --announce-submounts).
         public var announceSubmounts = false
+        /// Guest ↔ host uids and gids (virtiofsd's --translate-uid/-gid).
+        public var uidTranslation = IDTranslation()
+        public var gidTranslation = IDTranslation()
 
         public init(cache: CacheMode = .auto, passthrough: Bool = true, xattr: Bool = true, logger: Logger? = nil,
                     callerGroupsFromProc: Bool = true, ringFiles: RingFiles? = nil) {
@@ -305,7 +308,7 @@ public final class PassthroughFS: FileSystem {
 
     @inline(__always)
     func entry(_ inode: Inode, _ st: stat) -> Entry {
-        Entry(node: inode.id, attr: Attr(st), entryTimeout: entryTimeout, attrTimeout: attrTimeout)
+        Entry(node: inode.id, attr: guestAttr(st), entryTimeout: entryTimeout, attrTimeout: attrTimeout)
     }
 
     /// Calls `body` with "N", the name of descriptor `fd` inside /proc/self/fd.
@@ -505,12 +508,30 @@ extension PassthroughFS {
     /// root callers and when nothing changed.
     @inline(__always)
     func become(_ ctx: RequestContext) throws(Errno) {
-        if ctx.uid == 0 && ctx.supplementaryGroups.isEmpty {
-            _ = try Syscall.call { daxfs_become(0, ctx.gid) }
+        let uid = options.uidTranslation.credential(ctx.uid), gid = options.gidTranslation.credential(ctx.gid)
+        if uid == 0 && ctx.supplementaryGroups.isEmpty {
+            _ = try Syscall.call { daxfs_become(0, gid) }
             return
         }
         var groups = ctx.supplementaryGroups
         if groups.isEmpty { groups = callerGroups.groups(of: ctx.pid) }
-        _ = try Syscall.call { daxfs_become_with_groups(ctx.uid, ctx.gid, groups, Int32(groups.count)) }
+        if !options.gidTranslation.isEmpty { groups = groups.map { options.gidTranslation.credential($0) } }
+        _ = try Syscall.call { daxfs_become_with_groups(uid, gid, groups, Int32(groups.count)) }
+    }
+
+    /// EPERM when the caller's uid or gid may not own files here
+    /// (a forbid-guest translation rule); for requests that create one.
+    func refuseForbiddenOwner(_ ctx: RequestContext) throws(Errno) {
+        if options.uidTranslation.toHost(ctx.uid) == nil || options.gidTranslation.toHost(ctx.gid) == nil {
+            throw .notPermitted
+        }
+    }
+
+    /// `st` as the client sees it: owner and group translated to its ids.
+    func guestAttr(_ st: stat) -> Attr {
+        var attr = Attr(st)
+        attr.uid = options.uidTranslation.toGuest(attr.uid)
+        attr.gid = options.gidTranslation.toGuest(attr.gid)
+        return attr
     }
 }

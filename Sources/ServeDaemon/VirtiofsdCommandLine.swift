@@ -249,8 +249,16 @@ public enum VirtiofsdCommandLine {
         },
         refused(["--uid-map"], .required, "it maps uids through a user namespace, and daxfs-virtiofsd runs in the host's user namespace (as root)"),
         refused(["--gid-map"], .required, "it maps gids through a user namespace, and daxfs-virtiofsd runs in the host's user namespace (as root)"),
-        refused(["--translate-uid"], .required, "uid translation is not implemented yet; the guest's uids are the host's"),
-        refused(["--translate-gid"], .required, "gid translation is not implemented yet; the guest's gids are the host's"),
+        option(["--translate-uid"], .required, "Translate uids: guest|host|squash-guest|squash-host|map:FROM:TO:COUNT or forbid-guest:BASE:COUNT (repeatable)") { state, value throws(ServeError) in
+            do { state.configuration.fileSystem.uidTranslation.rules.append(try IDTranslation.parseRule(value ?? "")) } catch {
+                throw ServeError("--translate-uid \(error)")
+            }
+        },
+        option(["--translate-gid"], .required, "Translate gids, as --translate-uid (repeatable)") { state, value throws(ServeError) in
+            do { state.configuration.fileSystem.gidTranslation.rules.append(try IDTranslation.parseRule(value ?? "")) } catch {
+                throw ServeError("--translate-gid \(error)")
+            }
+        },
         option(["--preserve-noatime"], .none, "Keep O_NOATIME on opens (daxfs runs as root, so it never causes EPERM)") { _, _ in },
         refused(["--migration-mode"], .required, "live migration (VHOST_USER_PROTOCOL_F_DEVICE_STATE) is not implemented"),
         refused(["--migration-on-error"], .required, "live migration (VHOST_USER_PROTOCOL_F_DEVICE_STATE) is not implemented"),

@@ -23,7 +23,7 @@ struct VirtiofsdCommandLineTests {
         (["--syslog"], true), (["--rlimit-nofile", "4096"], true), (["-o", "cache=auto"], true), (["-d"], true),
         (["--no-killpriv-v2"], true), (["--killpriv-v2"], true), (["-f"], true), (["--security-label=never"], true),
         (["--security-label"], false), (["--uid-map", ":0:100000:65536:"], false), (["--gid-map", ":0:100000:65536:"], false),
-        (["--translate-uid", "map:0:1000:1"], false), (["--translate-gid", "map:0:1000:1"], false),
+        (["--translate-uid", "map:0:1000:1"], true), (["--translate-gid", "squash-guest:0:1000:65536"], true),
         (["--preserve-noatime"], true), (["--migration-mode", "find-paths"], false), (["--migration-on-error", "abort"], false),
         (["--migration-verify-handles"], false), (["--migration-confirm-paths"], false), (["-h"], true), (["--help"], true),
         (["-V"], true), (["--version"], true),
@@ -75,8 +75,11 @@ struct VirtiofsdCommandLineTests {
             "--shared-dir=/srv/share", "--fd=7", "--thread-pool-size", "2", "--xattr", "--readonly", "--sandbox=chroot",
             "--seccomp", "trap", "--modcaps=-chown", "--cache", "always", "--no-readdirplus", "--killpriv-v2",
             "--inode-file-handles=mandatory", "--rlimit-nofile", "2048", "--log-level", "warn", "--syslog",
-            "--cache-size-mib", "64", "--tag", "share",
+            "--cache-size-mib", "64", "--tag", "share", "--translate-uid", "map:1000:2000:10",
+            "--translate-uid=forbid-guest:0:1", "--translate-gid", "squash-host:0:100:1000",
         ]) else { Issue.record("not a serve action"); return }
+        #expect(c.fileSystem.uidTranslation.rules == [.map(guestBase: 1000, hostBase: 2000, count: 10), .forbidGuest(guestBase: 0, count: 1)])
+        #expect(c.fileSystem.gidTranslation.rules == [.squashHost(hostBase: 0, guestID: 100, count: 1000)])
         #expect(c.sharedDir == "/srv/share" && c.listen == .descriptor(7))
         #expect(c.backend.threadPoolSize == 2 && c.backend.cacheSize == 64 << 20 && c.backend.tag == "share")
         #expect(c.fileSystem.xattr && c.fileSystem.readOnly && c.sandbox.readOnly && !c.fileSystem.readdirplus)
@@ -114,6 +117,10 @@ struct VirtiofsdCommandLineTests {
             (Self.required + ["--sandbox", "jail"], "namespace, chroot, none"),
             (Self.required + ["--xattr=yes"], "takes no value"), (Self.required + ["extra"], "unexpected argument"),
             (Self.required + ["--fd", "3", "--socket-group", "kvm"], "exclude"),
+            (Self.required + ["--translate-uid", "map:1:2"], "takes 3 numbers"),
+            (Self.required + ["--translate-uid", "swap:1:2:3"], "the type must be"),
+            (Self.required + ["--translate-gid", "map:4294967295:0:2"], "past the last id"),
+            (Self.required + ["--translate-gid", "guest:1:x:2"], "must be numbers"),
         ] {
             do {
                 _ = try VirtiofsdCommandLine.parse(arguments)
