@@ -132,6 +132,9 @@ public enum VirtiofsdCommandLine {
         case (_?, _?): throw ServeError("--socket-path and --fd exclude each other")
         }
         configuration.fileSystem.cache = state.cache
+        if configuration.backend.mmapWindowSize == 0, !configuration.ringFiles.isEmpty || !configuration.privateRingFiles.isEmpty {
+            configuration.backend.mmapWindowSize = 64 << 20  // as daxfs serve: a window for the rings
+        }
         configuration.sandbox.readOnly = configuration.fileSystem.readOnly
         if configuration.maxFrontends > 1 { configuration.keepListening = true }
         return configuration
@@ -284,6 +287,15 @@ public enum VirtiofsdCommandLine {
         },
         option(["--max-node-fds"], .required, "daxfs: nodes that keep a host descriptor open") { state, value throws(ServeError) in
             state.configuration.maxNodeDescriptors = try number(value, "--max-node-fds", 1 ... Int(Int32.max))
+        },
+        option(["--ring-file"], .required, "daxfs: a device-like file in the share whose mmap is one region of server memory shared by every client (FUSE direct mmap; repeatable)") { state, value in
+            state.configuration.ringFiles.append(value ?? "")
+        },
+        option(["--private-ring-file"], .required, "daxfs: like --ring-file, a private region per open (repeatable)") { state, value in
+            state.configuration.privateRingFiles.append(value ?? "")
+        },
+        option(["--ring-tick-ms"], .required, "daxfs: milliseconds between the ring files' counter ticks") { state, value throws(ServeError) in
+            state.configuration.ringTickMilliseconds = try number(value, "--ring-tick-ms", 1 ... 60_000)
         },
         option(["--keep-listening"], .none, "daxfs: keep listening after a frontend disconnects") { state, _ in state.configuration.keepListening = true },
         option(["--max-frontends"], .required, "daxfs: frontends served at once (implies --keep-listening above 1)") { state, value throws(ServeError) in

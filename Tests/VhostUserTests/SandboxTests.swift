@@ -1,10 +1,12 @@
 @_spi(Testing) import DaxClient
+import DAX
 import Foundation
 import FUSEServer
 import Glibc
 import HostSystem
 import ServeDaemon
 import Testing
+import VhostUser
 
 /// `daxfs-virtiofsd` in each sandbox, as a process with a real client: what
 /// the kernel reports about the daemon (its root, namespaces), and that the
@@ -128,6 +130,42 @@ struct VirtiofsdSandboxTests {
         case "log": #expect(text.contains("acct(2) returned -1, errno \(EPERM)"), "log: \(text)")
         default: #expect(!text.contains("acct"), "no filter, no trigger: \(text)")
         }
+    }
+
+    /// FUSE direct mmap inside each sandbox: a ring file's mmap is a region
+    /// of the daemon's memory whose counter keeps ticking (the ring files
+    /// are set up before the sandbox; their ticking thread runs inside).
+    @Test(arguments: Sandbox.Mode.allCases)
+    func ringFilesMapInsideTheSandbox(mode: Sandbox.Mode) throws {
+        let scratch = Scratch()
+        let backend = try BackendProcess.startDropIn(share: scratch.share, socket: scratch.socket("s"),
+                                                     arguments: ["--sandbox", mode.rawValue, "--ring-file", "ring", "--ring-tick-ms", "20"])
+        defer { backend.kill() }
+        let mmapMade = Locked<LocalWindow?>(nil)
+        let frontend = try VhostUserFrontend(socketPath: backend.socketPath, makeWindow: { size throws(Errno) in
+            try LocalWindow(size: size, guarded: true)
+        }, makeMmapWindow: { size throws(Errno) in
+            let window = try LocalWindow(size: size, guarded: true)
+            mmapMade.withLock { $0 = window }
+            return window
+        })
+        let mmapWindow = try #require(mmapMade.withLock { $0 } as LocalWindow?, "\(mode): no direct mmap window offered")
+        let client = try DaxClient(channel: try VirtioChannel(frontend: frontend), window: nil, mmapWindow: mmapWindow)
+        #expect(client.usesDirectMmap)
+        let file = try client.open("ring")
+        let mapping = try file.mmap(length: 64)
+        guard case .region = mapping.kind else {
+            Issue.record("\(mode): the ring file was not mapped as a server region: \(mapping.kind)")
+            return
+        }
+        func text() -> String { String(decoding: UnsafeRawBufferPointer(mapping.bytes).prefix { $0 != 0 }, as: UTF8.self) }
+        let first = text()
+        var later = first
+        for _ in 0 ..< 200 where later == first { usleep(10_000); later = text() }
+        #expect(first.hasPrefix("daxfs ring ring: region") && later != first, "\(mode): counter \(first) → \(later)")
+        try mapping.unmap()
+        try file.close()
+        client.shutdown()
     }
 
     /// With --readonly every change is EROFS, in each sandbox; reads work.
