@@ -1,4 +1,5 @@
 import Foundation
+import HostSystem
 import Testing
 
 #if canImport(Glibc)
@@ -200,10 +201,16 @@ struct GuestTests {
             return "'\(try daxfsBinary())' serve --socket-path {socket} --shared-dir {dir} --cache-size-mib 32 --tag myfs"
         case .daxfsVirtiofsdNamespace, .daxfsVirtiofsdChroot, .daxfsVirtiofsdNone:
             let mode = backend.rawValue.split(separator: "-").last ?? ""
-            return "'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --sandbox=\(mode) --cache=auto --xattr"
+            return "\(sandboxedEnvironment)'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --sandbox=\(mode) --cache=auto --xattr"
         case .daxfsVirtiofsdDax:
-            return "'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --cache-size-mib 32 --tag myfs"
+            return "\(sandboxedEnvironment)'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --cache-size-mib 32 --tag myfs"
         }
+    }
+
+    /// `env ASAN_OPTIONS=… ` before a sandboxed daemon when this suite runs
+    /// under AddressSanitizer (`Sanitizers.sandboxedAddressSanitizerOptions`).
+    static var sandboxedEnvironment: String {
+        Sanitizers.address ? "env ASAN_OPTIONS='\(Sanitizers.sandboxedAddressSanitizerOptions)' " : ""
     }
 
     static let sidChrootScript = repoRoot.appendingPathComponent("scripts/guest/sid-chroot.sh").path

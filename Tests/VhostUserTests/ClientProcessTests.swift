@@ -45,6 +45,8 @@ final class BackendProcess: @unchecked Sendable {
     static func startDropIn(share: String, socket: String, arguments: [String],
                             environment: [String: String] = [:], log: String? = nil) throws -> BackendProcess {
         let binary = URL(fileURLWithPath: daxfsBinary()).deletingLastPathComponent().appendingPathComponent("daxfs-virtiofsd").path
+        var environment = environment
+        if Sanitizers.address { environment["ASAN_OPTIONS"] = Sanitizers.sandboxedAddressSanitizerOptions }
         return try BackendProcess(binary, ["--socket-path=\(socket)", "--shared-dir=\(share)", "--log-level=error"] + arguments,
                                   socket: socket, environment: environment, log: log)
     }

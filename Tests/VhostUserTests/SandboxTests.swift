@@ -28,7 +28,7 @@ struct VirtiofsdSandboxTests {
     func featuresWorkInsideTheSandbox(mode: Sandbox.Mode, dax: Bool) throws {
         let scratch = Scratch()
         // More files than --max-node-fds: nodes get reopened by file handle.
-        for i in 0 ..< 12 { writeHost(scratch.file("f\(i)"), pattern(3 << 20, seed: UInt8(i))) }
+        for i in 0 ..< 8 { writeHost(scratch.file("f\(i)"), pattern(3 << 20, seed: UInt8(i))) }
         let backend = try BackendProcess.startDropIn(share: scratch.share, socket: scratch.socket("s"),
                                                      arguments: ["--sandbox", mode.rawValue, "--max-node-fds", "4"]
                                                          + (dax ? ["--cache-size-mib", "64"] : []))
@@ -39,7 +39,7 @@ struct VirtiofsdSandboxTests {
         let connected = try connectClient(backend.socketPath)
         let client = connected.client
         #expect(client.usesWindow == dax)
-        for i in 0 ..< 12 {
+        for i in 0 ..< 8 {
             let file = try client.open("f\(i)", flags: O_RDWR)
             #expect(try file.read(count: 8192, at: 2 << 20) == Array(pattern(3 << 20, seed: UInt8(i))[(2 << 20) ..< (2 << 20) + 8192]))
             let bytes = pattern(5000, seed: UInt8(100 + i))
