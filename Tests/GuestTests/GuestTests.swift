@@ -46,6 +46,12 @@ struct GuestTests {
         /// `daxfs-virtiofsd` in the namespace sandbox with a DAX window
         /// (QEMU 11.1, check-dax.sh): no pid namespace then.
         case daxfsVirtiofsdDax = "daxfs-virtiofsd-dax"
+        /// `daxfs-virtiofsd --readonly`: every change fails with EROFS in
+        /// the guest and the share stays as it was (check-readonly.sh). In
+        /// the namespace sandbox the read-only bind mount refuses them, in
+        /// the chroot sandbox daxfs itself.
+        case daxfsVirtiofsdReadonlyNamespace = "daxfs-virtiofsd-readonly-namespace"
+        case daxfsVirtiofsdReadonlyChroot = "daxfs-virtiofsd-readonly-chroot"
         var testDescription: String { rawValue }
         var requestQueues: Int { self == .daxfsThreadPool ? 2 : 1 }
         /// Runs QEMU 11.1 from the sid chroot rather than Debian's 7.2.
@@ -58,6 +64,9 @@ struct GuestTests {
                 arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-dax.sh"]
             }
             if self == .daxfsVirtiofsdNamespace { arguments.append("--submount") }
+            if self == .daxfsVirtiofsdReadonlyNamespace || self == .daxfsVirtiofsdReadonlyChroot {
+                arguments += ["--check", "check-readonly.sh"]
+            }
             if self == .daxfsDaxTruncate {
                 arguments += ["--device", "dax", "--mount-opts", "dax=always", "--check", "check-truncate.sh"]
             }
@@ -69,6 +78,7 @@ struct GuestTests {
             case .daxfsDaxTruncate: GuestTests.expectedTruncateChecks
             // A tmpfs mounted inside the share appears in the guest as a submount.
             case .daxfsVirtiofsdNamespace: GuestTests.expectedChecks + ["submount"]
+            case .daxfsVirtiofsdReadonlyNamespace, .daxfsVirtiofsdReadonlyChroot: GuestTests.expectedReadonlyChecks
             default: GuestTests.expectedChecks
             }
         }
@@ -83,6 +93,13 @@ struct GuestTests {
     static let scriptTimeout = guestTimeout + 240
 
     /// Every check the guest and the script report; a missing one is a failure too.
+    /// check-readonly.sh's checks and the host's.
+    static let expectedReadonlyChecks = [
+        "mount", "ro_read", "ro_readdir", "ro_create", "ro_append", "ro_truncate", "ro_mkdir", "ro_unlink", "ro_rename",
+        "ro_chmod", "ro_symlink", "ro_hardlink", "ro_setxattr", "ro_touch", "umount", "guest-finished", "qemu-exit",
+        "ro-share-unchanged", "backend-exit",
+    ]
+
     static let expectedChecks = [
         "mount", "create", "write_read", "append", "truncate", "overwrite", "rename", "unlink",
         "mkdir", "readdir", "rmdir", "symlink", "hardlink", "chmod", "xattr",
@@ -202,6 +219,9 @@ struct GuestTests {
         case .daxfsVirtiofsdNamespace, .daxfsVirtiofsdChroot, .daxfsVirtiofsdNone:
             let mode = backend.rawValue.split(separator: "-").last ?? ""
             return "\(sandboxedEnvironment)'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --sandbox=\(mode) --cache=auto --xattr"
+        case .daxfsVirtiofsdReadonlyNamespace, .daxfsVirtiofsdReadonlyChroot:
+            let mode = backend.rawValue.split(separator: "-").last ?? ""
+            return "\(sandboxedEnvironment)'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --sandbox=\(mode) --xattr --readonly"
         case .daxfsVirtiofsdDax:
             return "\(sandboxedEnvironment)'\(try daxfsBinary(named: "daxfs-virtiofsd"))' --socket-path={socket} --shared-dir={dir} --cache-size-mib 32 --tag myfs"
         }

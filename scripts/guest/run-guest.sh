@@ -6,7 +6,7 @@
 #
 #   run-guest.sh [--backend-cmd 'CMD'] [--request-queues N] [--timeout SECONDS]
 #                [--qemu host|sid] [--device fs|dax] [--mount-opts OPTS]
-#                [--check check.sh|check-dax.sh|check-truncate.sh] [--check-timeout SECONDS]
+#                [--check check.sh|check-dax.sh|check-truncate.sh|check-readonly.sh] [--check-timeout SECONDS]
 #                [--kernel VERSION] [--submount] [--trace] [--keep]
 #
 # --submount mounts a small tmpfs at sub/ inside the shared directory before
@@ -71,7 +71,7 @@ while [ $# -gt 0 ]; do
 done
 case $qemu_from in host|sid) ;; *) echo "run-guest: --qemu is host or sid" >&2; exit 2 ;; esac
 case $device in fs|dax) ;; *) echo "run-guest: --device is fs or dax" >&2; exit 2 ;; esac
-case $check in check.sh|check-dax.sh|check-truncate.sh) ;; *) echo "run-guest: --check is check.sh, check-dax.sh or check-truncate.sh" >&2; exit 2 ;; esac
+case $check in check.sh|check-dax.sh|check-truncate.sh|check-readonly.sh) ;; *) echo "run-guest: --check is check.sh, check-dax.sh, check-truncate.sh or check-readonly.sh" >&2; exit 2 ;; esac
 case $mount_opts in *[[:space:]]*) echo "run-guest: --mount-opts must not contain spaces" >&2; exit 2 ;; esac
 if [ -z "$kver" ]; then
     for v in $(ls /lib/modules 2>/dev/null | sort -rV); do
@@ -139,6 +139,9 @@ if [ "$check" = check.sh ]; then
         mkdir "$shared/sub" && mount -t tmpfs -o size=4m daxfs-submount "$shared/sub"
         echo in-submount > "$shared/sub/marker"
     fi
+elif [ "$check" = check-readonly.sh ]; then
+    echo written-by-host > "$shared/host-note.txt"
+    host_tree_before=$(cd "$shared" && find . -printf '%p %s %m %T@\n' | sort)
 elif [ "$check" = check-truncate.sh ]; then
     trunc_size=$((8 << 20))
     python3 "$here/host-truncate.py" create "$shared/trunc.bin" $trunc_size
@@ -285,6 +288,9 @@ if [ "$check" = check.sh ]; then
     else result guest-big-sum-matches FAIL "guest wrote '$(guest_sum guest-big.bin)', host read '$sum'"; fi
     if [ "$(cat "$shared/guest-note.txt" 2>/dev/null)" = written-by-guest ]; then result host-sees-guest-file PASS
     else result host-sees-guest-file FAIL "guest-note.txt missing or wrong"; fi
+elif [ "$check" = check-readonly.sh ]; then
+    if [ "$(cd "$shared" && find . -printf '%p %s %m %T@\n' | sort)" = "$host_tree_before" ]; then result ro-share-unchanged PASS
+    else result ro-share-unchanged FAIL "the share changed: $(cd "$shared" && find . | tr '\n' ' ')"; fi
 elif [ "$check" = check-truncate.sh ]; then
     if [ -s "$work/host-figures" ]; then grep '^RESULT ' "$work/host-figures" >> "$results"
     else result host-truncate FAIL "no host loop (no READY-FOR-HOST-TRUNCATE?): $(tail -2 "$work/truncate.out" 2>/dev/null | tr '\n' ' ')"; fi
